@@ -1,0 +1,140 @@
+"""A whole training run, top to bottom: set up, resume, epochs, test, summary.
+
+The same code runs as one process (`fer-dist train`) or as each torchrun worker; only rank 0 writes
+files and prints (through the Logbook), and every collective is reached by all ranks.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from fer_dist.config import Config, dump_yaml
+from fer_dist.data.augment import BatchAugment
+from fer_dist.data.loader import EvalSet, train_source
+from fer_dist.data.shards import read_manifest
+from fer_dist.launch.signals import PreemptionFlag
+from fer_dist.optim.lars import build_optimizer
+from fer_dist.optim.schedule import LRSchedule, scaled_lr
+from fer_dist.train import checkpoint, dist
+from fer_dist.train.checkpoint import Progress
+from fer_dist.train.logbook import Logbook
+from fer_dist.train.loop import Trainer, evaluate, train_one_epoch
+from fer_dist.train.model import build_model
+from fer_dist.train.records import epoch_record, run_summary, split_metrics
+
+
+def run_training(cfg: Config, run_dir: Path) -> str:
+    """Train (or resume) the run in run_dir; returns "done" or "preempted"."""
+    env = dist.setup(cfg.train)
+    try:
+        return _run(cfg, Path(run_dir), env)
+    finally:
+        dist.teardown(env)
+
+
+def _run(cfg: Config, run_dir: Path, env: dist.DistEnv) -> str:
+    wall0 = time.time()
+    torch.manual_seed(cfg.train.seed)
+    torch.set_num_threads(cfg.train.threads or max(1, (os.cpu_count() or 1) // env.world_size))
+    manifest = read_manifest(cfg.data.shards)
+    classes = manifest["classes"]
+    log = Logbook(run_dir, env.is_main)
+    log.write_text("config.yaml", dump_yaml(cfg))
+    source = train_source(cfg, manifest, env.rank, env.world_size)
+    memory = hasattr(source, "split")
+    evals = {s: EvalSet(cfg, manifest, s, env.rank, env.world_size, memory) for s in ("val", "test")}
+    t = build_trainer(cfg, env, len(classes), manifest["modality"] == "fusion",
+                      source.micro_batches() // cfg.train.accum_steps
+                      + bool(source.micro_batches() % cfg.train.accum_steps))
+    progress = resume(t, run_dir, log)
+    flag = PreemptionFlag(cfg.train.preempt_signals).install()
+    ckpt = checkpoint.checkpoint_dir(run_dir)
+    save_last = lambda p: env.is_main and checkpoint.save(ckpt / "last.pt", t.net, t.optimizer, p, t.scaler)
+    log.info(f"{cfg.name}: {env.world_size} rank(s) on {env.device}, {manifest['modality']} data, "
+             f"{source.images_per_epoch()} train images/epoch, global batch "
+             f"{cfg.train.batch_size * env.world_size * cfg.train.accum_steps}, "
+             f"starting at epoch {progress.epoch} step {progress.step}")
+    while progress.epoch <= cfg.train.epochs:
+        log.start_epoch(progress.epoch, cfg.train.epochs, source.micro_batches(), progress.micro)
+        on_step = lambda loss, n: log.step(loss, n)
+        if train_one_epoch(t, source, progress, flag, save_last, on_step):
+            log.write_json("preempted.json", {"epoch": progress.epoch, "step": progress.step,
+                                              "signal": flag.received, "time": time.time()})
+            log.info(f"preempted ({flag.received}): checkpoint saved at epoch {progress.epoch} "
+                     f"step {progress.step}; the next start resumes from it")
+            dist.barrier(env)
+            return "preempted"
+        confusion, val_loss = evaluate(t, evals["val"], len(classes))
+        record = epoch_record(progress, confusion, val_loss, classes)
+        log.end_epoch(record, cfg.train.epochs)
+        log.append_epoch(record)
+        improved = record["val_acc"] > progress.best_val_acc
+        if improved:
+            progress.best_val_acc, progress.best_epoch = record["val_acc"], progress.epoch
+        progress.epoch, progress.micro, progress.epoch_sums = progress.epoch + 1, 0, [0.0] * 4
+        save_last(progress)
+        if improved and cfg.checkpoint.keep_best and env.is_main:
+            checkpoint.save(ckpt / "best.pt", t.net, t.optimizer, progress, t.scaler)
+        dist.barrier(env)
+    finish(t, run_dir, log, evals, classes, progress, manifest, wall0)
+    return "done"
+
+
+def build_trainer(cfg: Config, env: dist.DistEnv, num_classes: int, fusion: bool,
+                  steps_per_epoch: int) -> Trainer:
+    """Model on its device (DDP-wrapped when distributed), optimizer, lr schedule, AMP."""
+    cuda = env.device.type == "cuda"
+    channels_last = cfg.train.channels_last == "on" or (cfg.train.channels_last == "auto" and cuda)
+    amp = {"auto": "bf16" if cuda else "none"}.get(cfg.train.amp, cfg.train.amp)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp]
+    net = build_model(cfg.model, num_classes, fusion).to(env.device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    model = DistributedDataParallel(net, device_ids=[env.device.index] if cuda else None) \
+        if env.distributed else net
+    global_batch = cfg.train.batch_size * env.world_size * cfg.train.accum_steps
+    lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.scale_lr)
+    optimizer = build_optimizer(net, cfg.optim, lr)
+    total = steps_per_epoch * cfg.train.epochs
+    schedule = LRSchedule(base_lr=lr, total_steps=total, kind=cfg.optim.schedule,
+                          warmup_steps=round(cfg.optim.warmup_epochs * steps_per_epoch),
+                          min_lr=cfg.optim.min_lr)
+    scaler = torch.amp.GradScaler(env.device.type) if amp == "fp16" else None
+    return Trainer(cfg, env, model, net, optimizer, schedule, scaler, BatchAugment(cfg.data.augment),
+                   amp_dtype, channels_last)
+
+
+def resume(t: Trainer, run_dir: Path, log: Logbook) -> Progress:
+    """Continue from checkpoints/last.pt when there is one; note who restarted us and why."""
+    last = checkpoint.checkpoint_dir(run_dir) / "last.pt"
+    progress = checkpoint.restore(last, t.net, t.optimizer, t.scaler) if last.is_file() else Progress()
+    progress.attempts.append({
+        "epoch": progress.epoch, "step": progress.step, "resumed": last.is_file(),
+        "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
+        "torchelastic_restart_count": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "time": time.time()})
+    if last.is_file():
+        log.info(f"resuming from {last} (epoch {progress.epoch}, step {progress.step})")
+    log.keep_epochs_before(progress.epoch)
+    return progress
+
+
+def finish(t: Trainer, run_dir: Path, log: Logbook, evals: dict, classes: list[str],
+           progress: Progress, manifest: dict, wall0: float) -> None:
+    """Test metrics of the last and the best-validation weights, then summary.json and a table."""
+    test = {}
+    if evals["test"].count:
+        test["last"] = split_metrics(*evaluate(t, evals["test"], len(classes)), classes)
+        best = checkpoint.checkpoint_dir(run_dir) / "best.pt"
+        if t.cfg.checkpoint.keep_best and best.is_file():
+            t.net.load_state_dict(checkpoint.load(best)["model"])
+            test["best"] = split_metrics(*evaluate(t, evals["test"], len(classes)), classes)
+    summary = run_summary(t.cfg, t.env, manifest, progress, log.records(), test, time.time() - wall0)
+    log.write_json("summary.json", summary)
+    if log.is_main:
+        (run_dir / "preempted.json").unlink(missing_ok=True)
+    log.final_table(summary)
