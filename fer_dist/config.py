@@ -223,6 +223,8 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
             raise UserError(f"{source}: {key} must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            value = _float_or_none(value)    # YAML 1.1 reads `1e-3` (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{source}: {key} must be a number, got {value!r}")
         return float(value)
@@ -231,6 +233,13 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
             raise UserError(f"{source}: {key} must be a string, got {value!r}")
         return str(value)
     raise TypeError(f"unsupported config type {tp} for {key}")
+
+
+def _float_or_none(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 # ----------------------------------------------------------------------------- validation
@@ -270,6 +279,8 @@ def validate(cfg: Config, source: str = "config") -> None:
     _require(o.grad_clip is None or o.grad_clip > 0, source, "optim.grad_clip", o.grad_clip,
              "must be positive (or null for no clipping)")
     _require(t.epochs >= 1, source, "train.epochs", t.epochs, "must be at least 1")
+    _require(o.warmup_epochs <= t.epochs, source, "optim.warmup_epochs", o.warmup_epochs,
+             f"is longer than the run (train.epochs = {t.epochs}): lower it or train longer")
     _require(t.batch_size >= 1, source, "train.batch_size", t.batch_size, "must be at least 1")
     _require(t.accum_steps >= 1, source, "train.accum_steps", t.accum_steps, "must be at least 1")
     _require(0 <= t.label_smoothing < 1, source, "train.label_smoothing", t.label_smoothing,

@@ -208,8 +208,10 @@ def test_param_groups_hold_no_functions():
 def test_deepcopy_keeps_settings_and_steps():
     p = _param([[3.0, 4.0]], [[6.0, 8.0]])
     clone = copy.deepcopy(_lars_sgd([p], lr=1.0, wd=0.5, trust_coefficient=0.1, eps=0.0))
-    clone.step()
     q = clone.param_groups[0]["params"][0]
+    assert q is not p
+    q.grad = torch.tensor([[6.0, 8.0]], dtype=torch.float64)
+    clone.step()
     assert torch.allclose(q.data, torch.tensor([[2.7, 3.6]], dtype=torch.float64), atol=1e-12)
 
 

@@ -42,6 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0, help="seed for the subset (default 0)")
     s.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="which checkpoint to probe (default best)")
+    s.add_argument("--shards", default=None,
+                   help="the run's shards folder, if it moved (default: data.shards of config.yaml)")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to run the probe (default auto: cuda when available)")
     s.set_defaults(func=sharpness_command)
 
 
@@ -89,12 +93,13 @@ def _write_figures(reports: list[render.RunReport], out: Path) -> list[Path]:
                 name, i = f"{safe_dirname(r.key)}-{i}", i + 1
             used.add(name)
             folder = out / name
-        r.figures["curves"] = figures.plot_curves(r.run, folder / "curves.png")
+        r.figures["curves"] = figures.plot_curves(r.run, folder / "curves.png", r.numbers)
         panels = _confusion_panels(r.run)
         if panels:
             size = len(panels[0][1])
             r.figures["confusion"] = figures.plot_confusion(
-                r.run.classes(size), panels, figures.run_title(r.run), folder / "confusion.png")
+                r.run.classes(size), panels, f"Confusion matrices · {figures.run_title(r.run)}",
+                folder / "confusion.png")
         written += r.figures.values()
     return written
 
@@ -116,9 +121,10 @@ def sharpness_command(args: argparse.Namespace) -> int:
     from fer_dist.report import sharpness   # imports torch and the training code: only when asked
 
     result = sharpness.probe_run(args.run_dir, epsilon=args.epsilon, steps=args.steps,
-                                 samples=args.samples, seed=args.seed, which=args.checkpoint)
+                                 samples=args.samples, seed=args.seed, which=args.checkpoint,
+                                 shards=args.shards, device=args.device)
     console.print(f"sharpness {result['value']:.4g} (epsilon {result['epsilon']:g}, "
                   f"{result['steps']} steps, {result['samples']} samples): loss "
                   f"{result['loss0']:.4f} -> {result['max_loss']:.4f}; "
-                  f"written to {args.run_dir / 'summary.json'}")
+                  f"written to {args.run_dir / 'summary.json'}", soft_wrap=True)
     return 0

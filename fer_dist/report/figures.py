@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from fer_dist.report.runs import Run  # noqa: E402
 
@@ -37,8 +38,11 @@ def run_title(run: Run) -> str:
     return " · ".join(parts)
 
 
-def plot_curves(run: Run, path: Path) -> Path:
-    """Panel A: train (green) / val (blue) accuracy per epoch; panel B: train / val loss."""
+def plot_curves(run: Run, path: Path, numbers: dict[str, Any] | None = None) -> Path:
+    """Panel A: train (green) / val (blue) accuracy per epoch; panel B: train / val loss.
+
+    With the run's table `numbers`, panel A also marks the peak and shades the peak window.
+    """
     fig = _figure(CURVES_PX)
     ax_acc, ax_loss = fig.subplots(1, 2)
     epochs = run.epoch_numbers()
@@ -56,11 +60,35 @@ def plot_curves(run: Run, path: Path) -> Path:
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        if ax.has_data():
-            ax.legend(loc="best")
+        ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)      # both panels span the same epochs
+    if numbers:
+        _mark_peak(ax_acc, numbers)
     ax_acc.set_ylim(-0.02, 1.02)
+    _shared_legend(fig, (ax_acc, ax_loss))
     fig.suptitle(run_title(run), fontsize=13)
     return _save(fig, path)
+
+
+def _shared_legend(fig: Figure, axes: Sequence) -> None:
+    """One legend under both panels (same colours in each), so no curve hides behind it."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="outside lower center",
+                   ncol=len(entries), frameon=False)
+
+
+def _mark_peak(ax, numbers: dict[str, Any]) -> None:
+    """Shade the peak window (10 epochs, or all of a shorter run) and ring the peak."""
+    first, last = numbers["window_first"], numbers["window_last"]
+    ax.axvspan(first - 0.5, last + 0.5, color=VAL_COLOR, alpha=0.08,
+               label=f"peak window, epochs {first}–{last} (mean {100 * numbers['window_mean']:.1f}%)")
+    ax.plot([numbers["peak_epoch"]], [numbers["peak_val_acc"]], "o", markersize=9,
+            markerfacecolor="none", markeredgecolor="tab:red",
+            label=f"validation peak {100 * numbers['peak_val_acc']:.1f}% "
+                  f"(epoch {numbers['peak_epoch']})")
 
 
 def plot_confusion(classes: Sequence[str], panels: Sequence[tuple[str, list[list[int]]]],
@@ -73,15 +101,16 @@ def plot_confusion(classes: Sequence[str], panels: Sequence[tuple[str, list[list
         counts = np.asarray(matrix, dtype=float)
         totals = counts.sum(axis=1, keepdims=True)
         normed = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-        _heatmap(axes[row, 0], counts, classes, f"{label}: counts", "{:.0f}", fig)
+        _heatmap(axes[row, 0], counts, classes, f"{label}: counts", "{:.0f}", fig,
+                 bar_label="images")
         _heatmap(axes[row, 1], normed, classes, f"{label}: row-normalised (recall)", "{:.2f}",
-                 fig, vmax=1.0)
+                 fig, vmax=1.0, bar_label="fraction of the true class")
     fig.suptitle(title, fontsize=13)
     return _save(fig, path)
 
 
 def _heatmap(ax, values: np.ndarray, classes: Sequence[str], title: str, fmt: str, fig: Figure,
-             vmax: float | None = None) -> None:
+             vmax: float | None = None, bar_label: str = "") -> None:
     top = vmax if vmax is not None else max(float(values.max()), 1.0)
     image = ax.imshow(values, cmap="Blues", vmin=0, vmax=top)
     ticks = range(len(classes))
@@ -94,7 +123,9 @@ def _heatmap(ax, values: np.ndarray, classes: Sequence[str], title: str, fmt: st
         for (i, j), value in np.ndenumerate(values):
             color = "white" if value > 0.6 * top else "black"
             ax.text(j, i, fmt.format(value), ha="center", va="center", color=color, fontsize=10)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=bar_label)
+    if vmax is None:                                  # counts: whole images only on the scale
+        bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _present(xs: Sequence[int], ys: Sequence[float | None]) -> tuple[list[int], list[float]]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from rich import box
 from rich.table import Table
 
 from fer_dist.report import tables
@@ -33,6 +34,7 @@ class RunReport:
 
 @dataclass
 class GroupReport:
+    """Runs that differ only in fold, with mean/std/n per number (tables.aggregate)."""
     label: str
     members: list[RunReport]
     stats: dict[str, dict[str, Any]]
@@ -40,12 +42,15 @@ class GroupReport:
 
 @dataclass(frozen=True)
 class Column:
+    """One table column: its header, a run's cell and a fold group's cell."""
     header: str
     single: Callable[[Numbers], str]
     group: Callable[[dict[str, dict[str, Any]]], str]
+    short: str | None = None       # header in the terminal table; None: column left out there
 
 
 def pct(value: float | None) -> str:
+    """A fraction as a percentage with one decimal; a dash when absent."""
     return "–" if value is None else f"{100 * value:.1f}"
 
 
@@ -87,20 +92,21 @@ def _plain(key: str) -> Callable[[Numbers], str]:
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("Epochs", lambda n: str(n["epochs"]), _mean_std("epochs", 1.0, 0)),
+    Column("Epochs", lambda n: str(n["epochs"]), _mean_std("epochs", 1.0, 0), "Ep"),
     Column("Peak val % (epoch)", _with_epochs("peak_val_acc", "peak_epoch"),
-           _mean_std("peak_val_acc")),
+           _mean_std("peak_val_acc"), "Peak val %"),
     Column("Peak-window mean %", _with_epochs("window_mean", "window_first", "window_last"),
-           _mean_std("window_mean")),
+           _mean_std("window_mean"), "Peak-window\nmean %"),
     Column("Best 10-epoch mean %", _with_epochs("best_rolling_mean", "best_rolling_first",
                                                 "best_rolling_last"),
-           _mean_std("best_rolling_mean")),
-    Column("Final val %", _plain("final_val_acc"), _mean_std("final_val_acc")),
-    Column("Test % [Wilson 95%]", _test_cell, _mean_std("test_acc")),
-    *(Column(f"{k.split('_')[0].capitalize()} {k.split('_')[1]} %", _plain(k), _mean_std(k))
+           _mean_std("best_rolling_mean"), "Best 10-ep\nmean %"),
+    Column("Final val %", _plain("final_val_acc"), _mean_std("final_val_acc"), "Final\nval %"),
+    Column("Test % [Wilson 95%]", _test_cell, _mean_std("test_acc"), "Test %\n[95% CI]"),
+    *(Column(f"{k.split('_')[0].capitalize()} {k.split('_')[1]} %", _plain(k), _mean_std(k),
+             "F1\nmacro %" if k == "f1_macro" else None)
       for k in tables.METRIC_KEYS),
     Column("P/R/F1 from", lambda n: n["metrics_from"] or "–", lambda s: "per fold"),
-    Column("Sharpness", _sharp_cell, _mean_std("sharpness", 1.0, 3)),
+    Column("Sharpness", _sharp_cell, _mean_std("sharpness", 1.0, 3), "Sharp-\nness"),
 )
 HEADERS = ("Run", "Setting", *(c.header for c in COLUMNS))
 
@@ -122,11 +128,14 @@ def comparison_rows(runs: Sequence[RunReport], groups: Sequence[GroupReport]) ->
 
 
 def rich_table(runs: Sequence[RunReport], groups: Sequence[GroupReport]) -> Table:
-    table = Table(title="fer-dist report", header_style="bold", show_lines=False)
-    for header in HEADERS:
-        table.add_column(header, overflow="fold")
+    """The comparison table for the terminal: the main columns only (the files have them all)."""
+    keep = [i for i, c in enumerate(COLUMNS) if c.short]
+    table = Table(title="fer-dist report", header_style="bold", box=box.SIMPLE_HEAD)
+    table.add_column("Run", overflow="fold", min_width=8)
+    for i in keep:
+        table.add_column(COLUMNS[i].short, justify="right", overflow="fold")
     for row in comparison_rows(runs, groups):
-        table.add_row(*row)
+        table.add_row(row[0], *(row[2 + i] for i in keep))
     return table
 
 
@@ -157,6 +166,7 @@ def _rel(path: Path, base: Path) -> str:
 
 
 def to_markdown(runs: Sequence[RunReport], groups: Sequence[GroupReport], out_dir: Path) -> str:
+    """report.md: the comparison table, then one section per run with its figures linked."""
     lines = ["# fer-dist report", "", _md_table(HEADERS, comparison_rows(runs, groups)), "",
              *_legend(), ""]
     for r in runs:

@@ -34,6 +34,7 @@ class Run:
         return [finite(e.get(key)) for e in self.epochs]
 
     def epoch_numbers(self) -> list[int]:
+        """The logged epochs, ascending (1..N for a complete run)."""
         return [int(e["epoch"]) for e in self.epochs]
 
     @property
@@ -97,8 +98,12 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise UserError(f"{path} not found: the run directory needs the metrics.jsonl that "
                         "fer-dist train writes")
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror or err}") from None
     by_epoch: dict[int, dict[str, Any]] = {}
-    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:

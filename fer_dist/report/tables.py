@@ -194,6 +194,7 @@ def val_confusion(run: Run, epoch: int) -> list[list[int]] | None:
 
 
 def test_confusion(run: Run) -> list[list[int]] | None:
+    """The test confusion matrix of the best-val checkpoint, if summary.json has one."""
     result = test_result(run, "best")
     matrix = result.get("confusion") if result else None
     return matrix if _is_matrix(matrix) else None
@@ -229,13 +230,16 @@ def fold_groups(runs: Sequence[Run], names: Sequence[str]) -> list[FoldGroup]:
     for i, run in enumerate(runs):
         if run.fold is not None:
             keyed.setdefault(_identity(run), []).append(i)
-    groups = []
+    groups: list[FoldGroup] = []
     for members in keyed.values():
         folds = [runs[i].fold for i in members]
         if len(members) < 2 or len(set(folds)) < len(folds):
             continue   # one fold alone, or repeated folds (reruns): not a cross-validation group
         members.sort(key=lambda i: runs[i].fold)
-        groups.append(FoldGroup(_group_label([names[i] for i in members]), tuple(members)))
+        label, n = _group_label([names[i] for i in members]), 2
+        while label in (g.label for g in groups):       # two experiments sharing a name prefix
+            label, n = f"{_group_label([names[i] for i in members])} #{n}", n + 1
+        groups.append(FoldGroup(label, tuple(members)))
     return groups
 
 

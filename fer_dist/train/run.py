@@ -99,10 +99,7 @@ def build_trainer(cfg: Config, env: dist.DistEnv, num_classes: int, fusion: bool
     global_batch = cfg.train.batch_size * env.world_size * cfg.train.accum_steps
     lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.scale_lr)
     optimizer = build_optimizer(net, cfg.optim, lr)
-    total = steps_per_epoch * cfg.train.epochs
-    schedule = LRSchedule(base_lr=lr, total_steps=total, kind=cfg.optim.schedule,
-                          warmup_steps=round(cfg.optim.warmup_epochs * steps_per_epoch),
-                          min_lr=cfg.optim.min_lr)
+    schedule = LRSchedule.from_config(cfg.optim, lr, steps_per_epoch, cfg.train.epochs)
     scaler = torch.amp.GradScaler(env.device.type) if amp == "fp16" else None
     return Trainer(cfg, env, model, net, optimizer, schedule, scaler, BatchAugment(cfg.data.augment),
                    amp_dtype, channels_last)
