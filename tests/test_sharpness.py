@@ -93,10 +93,11 @@ def test_bad_arguments_are_rejected():
 
 # ----------------------------------------------------------------------------- a real trained run
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, shards_small) -> Path:
+@pytest.fixture
+def trained_run(tmp_path, shards_small) -> Path:
     """Two epochs of real training (in-process, one rank) on the shared synthetic shards."""
-    tmp = tmp_path_factory.mktemp("sharp")
+    tmp = tmp_path / "sharp"
+    tmp.mkdir()
     config = tmp / "tiny.yaml"
     config.write_text(yaml.safe_dump({
         "name": "tiny", "out_dir": str(tmp / "runs"), "data": {"shards": str(shards_small)},
@@ -138,12 +139,15 @@ def test_sharpness_of_a_trained_run_is_stored_and_reported(trained_run, capsys):
     assert math.isfinite(report["runs"]["tiny"]["numbers"]["test_acc"])
 
 
-def test_sharpness_cli_errors_name_the_file(trained_run, tmp_path, capsys):
+def test_sharpness_cli_errors_name_the_file(tmp_path, capsys):
     assert main(["sharpness", str(tmp_path / "missing")]) == 2
     assert f"run directory {tmp_path / 'missing'} not found" in capsys.readouterr().err
-    assert main(["sharpness", str(trained_run), "--checkpoint", "last", "--epsilon", "-1"]) == 2
+    run = tmp_path / "run"
+    run.mkdir()
+    assert main(["sharpness", str(run), "--epsilon", "-1"]) == 2
     assert "--epsilon -1.0 must be >= 0" in capsys.readouterr().err
-    assert main(["sharpness", str(trained_run), "--shards", str(tmp_path / "moved")]) == 2
+    (run / "config.yaml").write_text(yaml.safe_dump({"name": "r", "data": {"shards": "gone"}}))
+    assert main(["sharpness", str(run), "--shards", str(tmp_path / "moved")]) == 2
     assert f"data.shards = '{tmp_path / 'moved'}'" in capsys.readouterr().err
     bare = tmp_path / "bare"
     bare.mkdir()

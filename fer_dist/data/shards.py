@@ -233,21 +233,28 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def shard_counts(n: int, shard_size: int) -> list[int]:
+    """Sizes of the fewest shards of at most `shard_size` that hold `n` samples, as even as possible."""
+    k = math.ceil(n / shard_size)
+    return [n // k + (1 if i < n % k else 0) for i in range(k)]
+
+
 def write_split(folder: Path, name: str, samples: list[Sample], records: _Records, shard_size: int,
                 bar) -> list[dict]:
-    """Write one split as `<name>-000000.tar`...; shards as even as `--shard-size` allows."""
-    n_shards = math.ceil(len(samples) / shard_size)
-    per_shard = math.ceil(len(samples) / n_shards)
+    """Write one split as `<name>-000000.tar`...; shard sizes differ by at most one sample."""
+    counts = shard_counts(len(samples), shard_size)
+    starts = set(np.cumsum(counts[:-1]).tolist())
     written: list[str] = []
-    with wds.ShardWriter(str(folder / f"{name}-%06d.tar"), maxcount=per_shard, verbose=0,
+    with wds.ShardWriter(str(folder / f"{name}-%06d.tar"), maxcount=counts[0], verbose=0,
                          post=written.append, encoder=False, mtime=TAR_MTIME,
                          user="fer-dist", group="fer-dist") as writer:
-        for sample in samples:
+        for i, sample in enumerate(samples):
+            if i in starts:
+                writer.next_stream()
             writer.write(records(sample))
             bar.advance()
-    counts = [min(per_shard, len(samples) - i * per_shard) for i in range(len(written))]
     return [{"name": Path(f).name, "count": c, "sha256": sha256_file(Path(f))}
-            for f, c in zip(written, counts)]
+            for f, c in zip(written, counts, strict=True)]
 
 
 def _split_spec(opts: BuildOptions, names: list[str]) -> dict:

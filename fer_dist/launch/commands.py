@@ -91,7 +91,7 @@ def submit_command(args: argparse.Namespace) -> int:
     if args.cluster == "debug":                  # the debug executor runs the job right here
         for f in followed:
             f.state = "COMPLETED" if f.job.result() == "done" else "FAILED"
-        follow.show_results(followed)
+        follow.show_results(followed, tables=len(followed) > 1)   # the trainer printed its own
         return 0 if all(run_state(f.run_dir) == "done" for f in followed) else 1
     if not args.wait:
         return 0

@@ -165,13 +165,15 @@ def comparison_table(runs: list[Followed]) -> Table:
     return table
 
 
-def show_results(runs: list[Followed]) -> None:
+def show_results(runs: list[Followed], tables: bool = True) -> None:
     """The final table(s); a run that did not finish is named with its logs."""
     for run in runs:
         if run_state(run.run_dir) != "done":
             console.print(f"{run.name}: job {run.job.job_id} ended ({run.state}) without finishing "
                           f"the run; see {run.job.paths.stdout} and {run.job.paths.stderr}",
                           soft_wrap=True)
+    if not tables:
+        return
     width = None if is_interactive() else 200     # logs and pipes: no wrapping inside cells
     if len(runs) > 1:
         console.print(comparison_table(runs), width=width)

@@ -24,6 +24,8 @@ from fer_dist.errors import UserError
 from fer_dist.launch import elastic
 
 CLUSTERS = ("slurm", "local", "debug")
+SLURM_CHECK_PERIOD_S = 30     # slurmctld looks at time limits (and sends --signal) this often
+MIN_TRAIN_S = 15              # the least time an attempt must have before its warning signal
 
 
 def run_state(run_dir: Path) -> str:
@@ -97,6 +99,8 @@ def check_cluster(launch: LaunchConfig, cluster: str) -> None:
     """Refuse, before anything is written or submitted, what the chosen cluster cannot run."""
     if cluster not in CLUSTERS:
         raise UserError(f"--cluster {cluster!r}: choose one of {', '.join(CLUSTERS)}")
+    if cluster != "debug":
+        check_signal_delay(launch, cluster)
     if cluster != "slurm":
         if launch.nodes > 1:
             raise UserError(f"launch.nodes = {launch.nodes}, but --cluster {cluster} runs on this "
@@ -115,6 +119,18 @@ def check_cluster(launch: LaunchConfig, cluster: str) -> None:
         where = f"partition {launch.partition}" if launch.partition else "the default partition"
         raise UserError(f"launch.nodes = {launch.nodes}, but {where} has only {available} "
                         f"node(s): use --set launch.nodes={available} or another launch.partition")
+
+
+def check_signal_delay(launch: LaunchConfig, cluster: str) -> None:
+    """The warning signal must leave time to train: a job warned at its start only requeues."""
+    early = SLURM_CHECK_PERIOD_S if cluster == "slurm" else 0
+    left = launch.time_min * 60 - launch.signal_delay_s - early
+    if left < MIN_TRAIN_S:
+        raise UserError(
+            f"launch.signal_delay_s = {launch.signal_delay_s} with launch.time_min = "
+            f"{launch.time_min}: the checkpoint signal would come {max(left, 0)} s after each start"
+            + (f" (Slurm sends it up to {early} s early)" if early else "")
+            + f", too soon to train: lower launch.signal_delay_s or raise launch.time_min")
 
 
 def partition_nodes(partition: str | None) -> int:
