@@ -32,11 +32,18 @@ class _Bomb:
         return (Path.write_text, (self.marker, "unpickled!"))
 
 
-def _add_member(shard: Path, name: str, payload: bytes) -> None:
-    with tarfile.open(shard, "a") as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(payload)
-        tar.addfile(info, io.BytesIO(payload))
+def _insert_members(shard: Path, key: str, extra: dict[str, bytes]) -> None:
+    """Rewrite a shard with `extra` members inside sample `key` (webdataset groups adjacent members)."""
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(shard, "w") as tar:
+        for m, data in members:
+            tar.addfile(m, io.BytesIO(data))
+            if m.name == f"{key}.cls":
+                for ext, payload in extra.items():
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
 
 
 def test_pickle_members_in_a_shard_are_never_unpickled(tmp_path, shards_small):
@@ -50,8 +57,9 @@ def test_pickle_members_in_a_shard_are_never_unpickled(tmp_path, shards_small):
         key = tar.getnames()[0].split(".")[0]
     marker = tmp_path / "marker.txt"
     bomb = pickle.dumps(_Bomb(marker))
-    for ext in ("pyd", "pickle", "pth"):
-        _add_member(first, f"{key}.{ext}", bomb)
+    _insert_members(first, key, {"pyd": bomb, "pickle": bomb, "pth": bomb})
+    with tarfile.open(first) as tar:
+        assert f"{key}.pyd" in tar.getnames()
     split = load_split(cfg_for(shards), manifest, "val")
     assert len(split) == manifest["splits"]["val"]["count"]
     assert not marker.exists()

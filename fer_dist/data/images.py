@@ -10,7 +10,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 FORMAT_FIELDS = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp"}
 """PIL format -> shard field; the field follows the bytes, not the file name."""
@@ -70,8 +70,10 @@ def prepare(path: str | Path, resize: int | None = None) -> Prepared:
             return Prepared(FORMAT_FIELDS[fmt] if fmt == "JPEG" else "png",
                             Image.open(io.BytesIO(small)).size, small)
         return Prepared(FORMAT_FIELDS[fmt], image.size)
+    except UnidentifiedImageError:
+        return Prepared(error="not a readable image (unknown or damaged header)")
     except Exception as err:   # any decoder failure on user data is a bad image, reported by path
-        return Prepared(error=f"{type(err).__name__}: {err}")
+        return Prepared(error=f"damaged image ({type(err).__name__}: {err})")
 
 
 def decode_check(data: bytes) -> str | None:

@@ -135,9 +135,9 @@ def _eye_layers(u, v, px, ident: Identity, expr: Expression, cu: float, gaze: fl
     white = _ellipse(u, v, cu, cv, a, b, px)
     iris_r = 0.06 * ident.eye_size
     return [
-        Layer(_ellipse(u, v, cu, cv, 1.6 * a, 0.09, px), None, 0.74),
+        Layer(_ellipse(u, v, cu, cv, 1.6 * a, 0.09, px), None, 0.73),
         Layer(_ellipse(u, v, cu, cv, a + 0.02, b + 0.02, px), ident.hair * 0.5, None),
-        Layer(white, np.array([0.93, 0.92, 0.88]), 0.8),
+        Layer(white, np.array([0.93, 0.92, 0.88]), 0.78),
         Layer(white * _ellipse(u, v, cu + gaze, cv, iris_r, iris_r, px), ident.iris, None),
         Layer(white * _ellipse(u, v, cu + gaze, cv, 0.45 * iris_r, 0.45 * iris_r, px),
               np.array([0.03, 0.03, 0.03]), None),
@@ -151,7 +151,7 @@ def _brow_layer(u, v, px, ident: Identity, expr: Expression, side: int, shift: f
     outer = (side * (es + 0.14) + shift, y - 0.5 * expr.brow_tilt)
     r = 0.035 * ident.brow_thick
     mask = np.maximum(_capsule(u, v, inner, mid, r, px), _capsule(u, v, mid, outer, r, px))
-    return Layer(mask, ident.hair * 0.5, 0.55)
+    return Layer(mask, ident.hair * 0.5, 0.57)
 
 
 def _mouth_layers(u, v, px, ident: Identity, expr: Expression, shift: float) -> list[Layer]:
@@ -163,10 +163,10 @@ def _mouth_layers(u, v, px, ident: Identity, expr: Expression, shift: float) -> 
     across = _soft(w - np.abs(u - shift), px)
     lips = _soft(v - (top - lip), px) * _soft(bottom + lip - v, px) * across
     inside = _soft(v - top, px) * _soft(bottom - v, px) * across
-    layers = [Layer(lips, ident.lips, 0.67), Layer(inside, np.array([0.2, 0.05, 0.05]), 0.82)]
+    layers = [Layer(lips, ident.lips, 0.655), Layer(inside, np.array([0.2, 0.05, 0.05]), 0.78)]
     if expr.smile > 0.05:
         teeth = inside * _soft(top + 0.45 * (bottom - top) - v, px)
-        layers.append(Layer(teeth, np.array([0.95, 0.93, 0.85]), 0.7))
+        layers.append(Layer(teeth, np.array([0.95, 0.93, 0.85]), 0.68))
     return layers
 
 
@@ -270,11 +270,11 @@ _IRON_AT = np.array([0, 0.2, 0.45, 0.7, 0.9, 1.0])
 def thermal_image(temp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Optics blur, a coarse noisy sensor with column stripes, drifting calibration, iron palette."""
     size = temp.shape[0]
-    t = _blur(temp, 0.03 * size)
+    t = _blur(temp, 0.032 * size)
     t = t * rng.uniform(0.85, 1.15) + rng.uniform(-0.06, 0.06)
     low = max(8, size // 2)
     sensor = np.asarray(Image.fromarray(t.astype(np.float32)).resize((low, low), Image.BOX))
-    sensor = sensor + rng.normal(0, 0.05, sensor.shape) + rng.normal(0, 0.02, (1, low))
+    sensor = sensor + rng.normal(0, 0.055, sensor.shape) + rng.normal(0, 0.02, (1, low))
     t = np.asarray(Image.fromarray(sensor.astype(np.float32)).resize((size, size),
                                                                                  Image.BILINEAR))
     t = np.clip(t, 0, 1)

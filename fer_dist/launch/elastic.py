@@ -93,6 +93,10 @@ def run_agent(place: NodePlace, launch: LaunchConfig, worker_args: list[str], lo
         max_restarts=launch.max_restarts, monitor_interval=0.5,
         logs_specs=DefaultLogsSpecs(log_dir=str(log_dir)))
     os.environ.setdefault("OMP_NUM_THREADS", "1")   # the trainer sets its own thread count
+    # By default the workers of every restart share one store with those of the first start, so a
+    # restarted rank may read a dead rank's address left there and fail to connect (seen with
+    # gloo); with sharing off, rank 0 of each start hosts a fresh store.
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     print(f"agent: node {place.node_rank + 1}/{place.nodes} of job {place.job_id}, "
           f"{config.nproc_per_node} worker(s), rendezvous c10d at {config.rdzv_endpoint}, "
           f"max_restarts={launch.max_restarts}", flush=True)

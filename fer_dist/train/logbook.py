@@ -60,7 +60,7 @@ class Logbook:
 
     def keep_epochs_before(self, epoch: int) -> None:
         """On resume: drop records of `epoch` and later (written after the checkpoint we resume)."""
-        if not self.is_main:
+        if not self.is_main or not self.metrics_path.is_file():
             return
         kept = [r for r in self.records() if r["epoch"] < epoch]
         self.write_text(self.metrics_path.name, "".join(json.dumps(r) + "\n" for r in kept))
