@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
+import torch
 from rich.table import Table
 
 from fer_dist.console import console, is_interactive
@@ -38,8 +39,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 class Logbook:
     """Rank-0 writer of the run directory's records and the terminal's progress."""
 
-    def __init__(self, run_dir: Path, is_main: bool):
-        self.run_dir, self.is_main = run_dir, is_main
+    def __init__(self, run_dir: Path, is_main: bool, world_size: int = 1):
+        self.run_dir, self.is_main, self._world = run_dir, is_main, world_size
         self.metrics_path = run_dir / "metrics.jsonl"
         self._bar: Progress | None = None
         if is_main:
@@ -87,7 +88,7 @@ class Logbook:
 
     def start_epoch(self, epoch: int, epochs: int, steps: int, done: int) -> None:
         """A rich step bar on a terminal; nothing in logs (one line per epoch comes at the end)."""
-        self._t0 = time.perf_counter()
+        self._t0, self._images = time.perf_counter(), 0
         if self.is_main and is_interactive():
             self._bar = Progress(TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(),
                                  MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
@@ -96,10 +97,13 @@ class Logbook:
             self._task = self._bar.add_task("train", total=steps, completed=done, status="")
             self._bar.start()
 
-    def step(self, loss: float, images_per_s: float) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, advance=1,
-                             status=f"loss {loss:.3f}  {images_per_s:.0f} img/s")
+    def step(self, loss: torch.Tensor, images: int) -> None:
+        """Advance the bar by one optimizer step of `images` images on this rank."""
+        if self._bar is None:
+            return   # no terminal: nothing to show, and no loss.item() to stall the device
+        self._images += images
+        rate = self._images * self._world / max(time.perf_counter() - self._t0, 1e-9)
+        self._bar.update(self._task, advance=1, status=f"loss {loss.item():.3f}  {rate:.0f} img/s")
 
     def end_epoch(self, record: dict, epochs: int) -> None:
         if self._bar is not None:

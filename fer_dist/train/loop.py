@@ -101,7 +101,7 @@ def train_one_epoch(t: Trainer, source, progress: Progress, flag: PreemptionFlag
             continue
         progress.lr = _optimizer_step(t, progress)
         progress.micro = micro + 1
-        on_step(loss.detach(), len(y))
+        on_step(loss.detach(), len(y) * (group_end - micro // accum * accum))
         stop = flag.stop_requested(t.env)
         every = t.cfg.checkpoint.every_steps
         if stop or (every and progress.step % every == 0 and progress.micro < n_micro):

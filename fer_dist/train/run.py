@@ -42,7 +42,7 @@ def _run(cfg: Config, run_dir: Path, env: dist.DistEnv) -> str:
     torch.set_num_threads(cfg.train.threads or max(1, (os.cpu_count() or 1) // env.world_size))
     manifest = read_manifest(cfg.data.shards)
     classes = manifest["classes"]
-    log = Logbook(run_dir, env.is_main)
+    log = Logbook(run_dir, env.is_main, env.world_size)
     log.write_text("config.yaml", dump_yaml(cfg))
     source = train_source(cfg, manifest, env.rank, env.world_size)
     memory = hasattr(source, "split")
@@ -60,8 +60,7 @@ def _run(cfg: Config, run_dir: Path, env: dist.DistEnv) -> str:
              f"starting at epoch {progress.epoch} step {progress.step}")
     while progress.epoch <= cfg.train.epochs:
         log.start_epoch(progress.epoch, cfg.train.epochs, source.micro_batches(), progress.micro)
-        on_step = lambda loss, n: log.step(loss, n)
-        if train_one_epoch(t, source, progress, flag, save_last, on_step):
+        if train_one_epoch(t, source, progress, flag, save_last, log.step):
             log.write_json("preempted.json", {"epoch": progress.epoch, "step": progress.step,
                                               "signal": flag.received, "time": time.time()})
             log.info(f"preempted ({flag.received}): checkpoint saved at epoch {progress.epoch} "
