@@ -81,8 +81,7 @@ class LocalSlurm:
 
     def client_env(self, **extra: str) -> dict[str, str]:
         """The environment of `fer-dist submit` and of the jobs it starts (sbatch passes it on)."""
-        return dict(os.environ, SLURM_CONF=str(self.conf), PYTHONPATH=str(REPO),
-                    OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+        return cli_env(SLURM_CONF=str(self.conf), **extra)
 
     def run(self, *args: str, timeout: float = 120) -> str:
         """A Slurm client command's stdout (it must succeed)."""
@@ -94,6 +93,12 @@ class LocalSlurm:
     def job_ids(self) -> set[str]:
         """Every job slurmctld knows, finished ones included."""
         return set(self.run("squeue", "-h", "-t", "all", "-o", "%i").split())
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for `fer-dist` in a subprocess, and for the jobs it starts."""
+    return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+                **extra)
 
 
 def build_shards(root: Path, subjects: int = 20) -> Path:

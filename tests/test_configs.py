@@ -152,3 +152,22 @@ def test_demo_config_loads(shards_small: Path) -> None:
     assert cfg.name == "demo" and cfg.model.weights == "none" and cfg.data.image_size == 48
     assert (cfg.optim.name, cfg.optim.lars, cfg.optim.scale_lr) == ("sgd", True, "linear")
     assert (cfg.train.epochs, cfg.train.batch_size) == (8, 32)
+
+
+def test_paper_grid_is_the_seven_paper_configs(shards_small: Path) -> None:
+    """configs/paper/grid.yaml over visible-cosine.yaml gives exactly the seven paper configs."""
+    from dataclasses import asdict
+
+    from fer_dist.launch.grid import load_grid
+
+    entries = load_grid(CONFIGS / "paper" / "grid.yaml")
+    files = {p.stem: p for p in train_configs("paper")}
+    assert sorted(e.values["name"] for e in entries) == sorted(files)
+    pin = [f"data.shards={shards_small}"]
+    for entry in entries:
+        from_grid = load_config(CONFIGS / "paper" / "visible-cosine.yaml", entry.overrides() + pin)
+        from_file = load_config(files[entry.values["name"]], pin)
+        grid_dict, file_dict = asdict(from_grid), asdict(from_file)
+        expected_shards = raw_yaml(files[entry.values["name"]])["data"]["shards"]
+        assert entry.values["data.shards"] == expected_shards
+        assert grid_dict == file_dict, entry.values["name"]

@@ -66,7 +66,8 @@ def test_manifest_counts_shards_and_checksums(shards_small):
         assert Counter(CLASSES[int(s["cls"])] for s in samples) == spec["class_counts"]
         assert sum(s["count"] for s in spec["shards"]) == spec["count"] == len(samples)
         assert max(s["count"] for s in spec["shards"]) - min(s["count"] for s in spec["shards"]) <= 1
-        assert [s["name"] for s in spec["shards"]] == [f"{split}-{i:06d}.tar" for i in range(len(spec["shards"]))]
+        names = [s["name"] for s in spec["shards"]]
+        assert names == [f"{split}-{i:06d}.tar" for i in range(len(names))]
 
 
 def test_tar_lists_members_named_by_dotless_keys(shards_small):
@@ -221,3 +222,23 @@ def test_atomic_folder_leaves_nothing_or_the_old_folder_on_failure(tmp_path):
         (tmp / "manifest.json").write_text("new")
     assert (old / "manifest.json").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
+
+
+def test_resize_keeps_small_images_untouched_and_turns_png_and_bmp_into_png(tmp_path):
+    root = tmp_path / "tree"
+    for i, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        Image.new("RGB", (40, 30), (40 * i, 90, 200)).save(root / name / f"big{i}.png")
+        Image.new("RGB", (30, 40), (90, 40 * i, 20)).save(root / name / f"wide{i}.bmp")
+        Image.new("RGB", (16, 16), (9, 9, 40 * i)).save(root / name / f"small{i}.jpeg")
+    manifest = build_shards(BuildOptions(out=tmp_path / "out", visible=root, resize=20, workers=2,
+                                         split=(0.6, 0.4)))
+    assert manifest["image_size"] == {"min": [16, 16], "max": [27, 27]}
+    for sample in read_samples(tmp_path / "out", "train") + read_samples(tmp_path / "out", "val"):
+        source = root / json.loads(sample["json"])["source"]
+        field = {".png": "png", ".bmp": "png", ".jpeg": "jpg"}[source.suffix]
+        with Image.open(io.BytesIO(sample[field])) as image:
+            assert image.format == {"png": "PNG", "jpg": "JPEG"}[field]
+            assert min(image.size) == (16 if field == "jpg" else 20)
+        if field == "jpg":
+            assert sample["jpg"] == source.read_bytes()

@@ -59,7 +59,8 @@ def test_keys_have_no_dots_and_colliding_keys_are_refused(tmp_path):
     (lambda r: r.write_text("x"), "{root} is a file"),
     (lambda r: (_tree(r), (r / "Disgust").mkdir()), "{root}/Disgust: unknown class folder 'Disgust'"),
     (lambda r: _tree(r, CLASSES[:4]), "has no folder for class Surprise"),
-    (lambda r: (_tree(r), [p.unlink() for p in (r / "sad").iterdir()]), "class folder {root}/sad has no images"),
+    (lambda r: (_tree(r), [p.unlink() for p in (r / "sad").iterdir()]),
+     "class folder {root}/sad has no images"),
 ])
 def test_tree_errors_name_the_path(tmp_path, make, message):
     root = tmp_path / "t"

@@ -36,7 +36,9 @@ fold0..fold{{K-1}}). --group-regex keeps each subject in one split; its first gr
 the file stem names the subject, e.g. '^(S\\d+)_' for S007_Happy_2.
 
 Image bytes are stored untouched unless --resize PX shrinks the shorter side to PX (Lanczos; JPEG q95,
-others PNG) in --workers processes. The folder is built beside --out and renamed into place at the
+others PNG; smaller images stay untouched) in --workers processes. Every image is checked first (header
+and end marker; fully decoded when resized): unreadable ones are listed as an error unless --skip-bad.
+Sample keys are the file stems with anything but letters, digits, '_' and '-' turned into '_'. The folder is built beside --out and renamed into place at the
 end: a failed build leaves nothing behind.
 
 example:
@@ -139,8 +141,8 @@ def build_command(args: argparse.Namespace) -> int:
 def verify_command(args: argparse.Namespace) -> int:
     report = verify.verify_shards(args.folder)
     n_shards = sum(len(s["shards"]) for s in report.manifest["splits"].values())
-    console.print(verify.counts_table(report.manifest, report.found,
-                                      title=f"{args.folder}: {report.manifest['modality']}, {n_shards} shards"))
+    title = f"{args.folder}: {report.manifest['modality']}, {n_shards} shards"
+    console.print(verify.counts_table(report.manifest, report.found, title=title))
     if report.ok:
         console.print(f"[green]verify-shards: OK[/] {args.folder} ({n_shards} shards, every image decoded)")
         return 0

@@ -33,7 +33,8 @@ MANIFEST = "manifest.json"
 MODALITIES = ("visible", "infrared", "combined", "fusion")
 DEFAULT_SHARD_SIZE = 20
 """Samples per shard: a 550-image set (train 385) gives 20 train shards and 5 each for val and test."""
-TAR_MTIME = 946684800.0   # fixed member times (2000-01-01) so equal inputs give byte-identical shards
+TAR_MTIME = 946684800   # fixed member time (2000-01-01): equal inputs give byte-identical shards; an
+# int, because a float mtime makes tarfile add a pax header to every member (slower, bigger)
 
 
 def default_workers() -> int:
@@ -86,9 +87,9 @@ def _check_options(opts: BuildOptions) -> None:
     """Fail fast, before any file is read, on flags that cannot work together."""
     if opts.modality not in MODALITIES:
         raise UserError(f"--modality {opts.modality}: choose one of {', '.join(MODALITIES)}")
-    for flag, needed in (("--visible", opts.modality != "infrared"), ("--infrared", opts.modality != "visible")):
-        if needed and getattr(opts, flag[2:]) is None:
-            raise UserError(f"--modality {opts.modality} needs {flag} DIR (a class-folder tree)")
+    for tree in _used_trees(opts.modality):
+        if getattr(opts, tree) is None:
+            raise UserError(f"--modality {opts.modality} needs --{tree} DIR (a class-folder tree)")
     for flag, value, low in (("--shard-size", opts.shard_size, 1), ("--workers", opts.workers, 1),
                              ("--resize", opts.resize, 16)):
         if value is not None and value < low:
@@ -103,9 +104,9 @@ def _check_options(opts: BuildOptions) -> None:
     check_target(Path(opts.out), opts.overwrite, is_shard_folder, "a shard folder (with manifest.json)")
 
 
-def _used_trees(opts: BuildOptions) -> dict[str, Path]:
-    use = {"visible": ["visible"], "infrared": ["infrared"]}.get(opts.modality, ["visible", "infrared"])
-    return {m: Path(getattr(opts, m)) for m in use}
+def _used_trees(modality: str) -> list[str]:
+    """The trees a modality reads: combined and fusion need both."""
+    return [modality] if modality in ("visible", "infrared") else ["visible", "infrared"]
 
 
 def _single(images: list[ImageFile], modality: str, regex, suffix: str = "") -> list[Sample]:
@@ -286,7 +287,7 @@ def write_all(folder: Path, opts: BuildOptions, samples: list[Sample], names: li
 def build_shards(opts: BuildOptions) -> dict:
     """Build the shard folder `opts.out` (atomically) and return its manifest."""
     _check_options(opts)
-    roots = _used_trees(opts)
+    roots = {m: Path(getattr(opts, m)) for m in _used_trees(opts.modality)}
     trees = {m: read_tree(root, opts.classes, f"--{m}") for m, root in roots.items()}
     modality = {f.path: m for m, files in trees.items() for f in files}
     samples, unpaired = make_samples(opts, trees)

@@ -98,7 +98,8 @@ def draw_identity(rng: np.random.Generator) -> Identity:
         mouth_width=rng.uniform(0.85, 1.15), lip_thick=rng.uniform(0.7, 1.3),
         hairline=rng.uniform(-0.85, -0.62), hair_len=rng.uniform(-0.3, 0.9),
         skin=np.clip(skin, 0, 1), hair=rng.uniform(0.02, 0.6) * rng.uniform(0.6, 1.0, 3),
-        iris=rng.uniform(0.05, 0.5, 3), lips=np.clip(skin * [0.8, 0.45, 0.45] + rng.uniform(0, 0.1), 0, 1),
+        iris=rng.uniform(0.05, 0.5, 3),
+        lips=np.clip(skin * [0.8, 0.45, 0.45] + rng.uniform(0, 0.1), 0, 1),
         clothes=rng.uniform(0, 1, 3), rest=rest)
 
 
@@ -118,6 +119,7 @@ def _soft(d: np.ndarray, px: float) -> np.ndarray:
 
 
 def _ellipse(u, v, cu, cv, a, b, px) -> np.ndarray:
+    """Soft mask of the ellipse centred (cu, cv) with half-axes a, b."""
     r = np.sqrt(((u - cu) / a) ** 2 + ((v - cv) / b) ** 2)
     return _soft((1.0 - r) * min(a, b), px)
 
@@ -239,6 +241,7 @@ def background_layers(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, si
 
 
 def _composite(layers: list[Layer], field: str, start: np.ndarray) -> np.ndarray:
+    """Paint the layers' `rgb` or `temp` values back to front through their masks."""
     canvas = start
     for layer in layers:
         value = getattr(layer, field)
@@ -341,7 +344,8 @@ def generate(out: Path, subjects: int = 110, size: int = 128, seed: int = 0,
     _check_args(subjects, size, images_per_class)
     out, t0 = Path(out), time.perf_counter()
     total = subjects * len(CLASSES) * images_per_class
-    with atomic_folder(out, overwrite, _is_synth_folder, "a synth output folder (Visible/, Infrared/)") as tmp:
+    what = "a synth output folder (Visible/, Infrared/)"
+    with atomic_folder(out, overwrite, _is_synth_folder, what) as tmp:
         for folder in MODALITY_FOLDERS:
             for name in CLASSES:
                 (tmp / folder / name).mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""Class-folder trees (`ROOT/<Class>/<stem>.<ext>`): listing, case-insensitive classes, stem pairing, subjects."""
+"""Class-folder trees (ROOT/<Class>/<stem>.<ext>): listing, case-insensitive classes, pairing, subjects."""
 from __future__ import annotations
 
 import re

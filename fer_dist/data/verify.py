@@ -90,11 +90,13 @@ class _Verifier:
             self.problem(f"{where}.{prefix}{present[0]}: cannot decode ({error})")
 
     def _label(self, where: str, fields: dict[str, bytes]) -> tuple[str, dict] | None:
-        """The class name of a sample whose .cls and .json agree with each other and the manifest."""
+        """(class name, json) of a sample whose .cls and .json agree with each other and the manifest."""
         try:
             index = int(fields["cls"].decode("ascii"))
             meta = json.loads(fields["json"])
         except (KeyError, ValueError, UnicodeDecodeError):
+            meta = None
+        if not isinstance(meta, dict):
             self.problem(f"{where}: missing or unreadable .cls/.json member")
             return None
         if not 0 <= index < len(self.classes) or meta.get("class_index") != index \
