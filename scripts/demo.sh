@@ -9,7 +9,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 rm -rf "$OUT/runs" "$OUT/report"
 step "1/5 synthetic VIRI-like images (110 subjects, 5 classes, visible + infrared)"
-[ -d "$OUT/images/Visible" ] || "$FER" synth "$OUT/images" --subjects 110 --size 96 --seed 0
+[ -d "$OUT/images/Visible" ] || "$FER" synth "$OUT/images" --subjects 110 --size 128 --seed 0
 
 for modality in visible infrared; do
   step "2/5 shards: $modality (70/15/15, stratified, subject-disjoint)"

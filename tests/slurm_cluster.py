@@ -1,4 +1,4 @@
-"""Helpers of the launch tests: a real local Slurm (slurm/local-cluster), tiny shards, the CLI.
+"""Helpers of the launch tests: a real local Slurm (slurm/local-cluster), tiny configs, the CLI.
 
 Imported as a plain module by tests/test_slurm.py and tests/test_launch_*.py (pytest puts tests/
 on sys.path); the fixtures live in those files.
@@ -11,11 +11,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
-
-from fer_dist.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "slurm" / "local-cluster"
@@ -90,6 +89,16 @@ class LocalSlurm:
         assert out.returncode == 0, f"{args}: {out.stderr}"
         return out.stdout
 
+    def wait_job(self, job_id: str, timeout: float) -> str:
+        """Poll squeue until the job ends; its final state (AssertionError past the timeout)."""
+        deadline, state = time.monotonic() + timeout, "unknown"
+        while time.monotonic() < deadline:
+            state = self.run("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T").strip()
+            if state and state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
+                return state
+            time.sleep(1)
+        raise AssertionError(f"job {job_id} still {state} after {timeout} s")
+
     def job_ids(self) -> set[str]:
         """Every job slurmctld knows, finished ones included."""
         return set(self.run("squeue", "-h", "-t", "all", "-o", "%i").split())
@@ -99,15 +108,6 @@ def cli_env(**extra: str) -> dict[str, str]:
     """The environment for `fer-dist` in a subprocess, and for the jobs it starts."""
     return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
                 **extra)
-
-
-def build_shards(root: Path, subjects: int = 20) -> Path:
-    """Synthetic 32 px faces -> webdataset shards (70/15/15 of subjects x 5 images), via the CLI."""
-    assert main(["synth", str(root / "synth"), "--subjects", str(subjects), "--size", "32"]) == 0
-    shards = root / "shards"
-    assert main(["build-shards", "--visible", str(root / "synth" / "Visible"),
-                 "--out", str(shards), "--workers", "1"]) == 0
-    return shards
 
 
 TINY = {"data": {"image_size": 32, "loader_workers": 0},
@@ -126,9 +126,13 @@ def write_config(folder: Path, shards: Path, name: str) -> Path:
     return path
 
 
-def submit(config: Path, *args: str, env: dict[str, str], timeout: float = 600,
-           **popen) -> subprocess.CompletedProcess:
-    """`fer-dist submit --config CONFIG ARGS...` as a user types it, in a process of its own."""
-    return subprocess.run([sys.executable, "-m", "fer_dist", "submit", "--config", str(config),
-                           *args], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, **popen)
+def submit_argv(config: Path, *args: str) -> list[str]:
+    """`fer-dist submit --config CONFIG ARGS...` as a user types it."""
+    return [sys.executable, "-m", "fer_dist", "submit", "--config", str(config), *args]
+
+
+def submit(config: Path, *args: str, env: dict[str, str],
+           timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `fer-dist submit` in a process of its own, to the end."""
+    return subprocess.run(submit_argv(config, *args), env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)

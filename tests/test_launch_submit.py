@@ -10,12 +10,8 @@ import pytest
 import yaml
 
 from fer_dist.cli import main
-from slurm_cluster import build_shards, cli_env, submit, write_config
+from slurm_cluster import cli_env, submit, write_config
 
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    return build_shards(tmp_path_factory.mktemp("launch-shards"))
 
 
 def refused(capsys, argv: list[str]) -> str:
@@ -36,9 +32,10 @@ def refused(capsys, argv: list[str]) -> str:
     (["launch.time_min=1", "launch.signal_delay_s=40"], "slurm",
      "the checkpoint signal would come 0 s after each start (Slurm sends it up to 30 s early)"),
 ])
-def test_bad_input_writes_nothing(tmp_path, shards, capsys, monkeypatch, sets, cluster, message):
+def test_bad_input_writes_nothing(tmp_path, shards_small, capsys, monkeypatch, sets, cluster,
+                                  message):
     monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))        # no Slurm here, whatever the host
-    config = write_config(tmp_path, shards, "bad")
+    config = write_config(tmp_path, shards_small, "bad")
     argv = ["submit", "--config", str(config), "--cluster", cluster]
     err = refused(capsys, argv + [a for s in sets for a in ("--set", s)])
     assert message in err
@@ -47,8 +44,8 @@ def test_bad_input_writes_nothing(tmp_path, shards, capsys, monkeypatch, sets, c
     assert not (tmp_path / "runs").exists()
 
 
-def test_finished_or_different_run_directory_is_refused(tmp_path, shards, capsys):
-    config = write_config(tmp_path, shards, "again")
+def test_finished_or_different_run_directory_is_refused(tmp_path, shards_small, capsys):
+    config = write_config(tmp_path, shards_small, "again")
     run = tmp_path / "runs" / "again"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.pt").write_bytes(b"")
@@ -68,8 +65,8 @@ def test_finished_or_different_run_directory_is_refused(tmp_path, shards, capsys
      ["entry 2 (optim.lrr=1):", "unknown config key optim.lrr; did you mean optim.lr?"]),
     ({"runs": [{"name": "x"}, {"name": "x"}]}, ["entries 1 and 2 would both be named 'x'"]),
 ])
-def test_bad_grid_writes_nothing(tmp_path, shards, capsys, grid, messages):
-    config = write_config(tmp_path, shards, "g")
+def test_bad_grid_writes_nothing(tmp_path, shards_small, capsys, grid, messages):
+    config = write_config(tmp_path, shards_small, "g")
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(grid))
     err = refused(capsys, ["submit", "--config", str(config), "--grid", str(path),
@@ -84,23 +81,27 @@ def records(run: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_local_cluster_trains_and_requeues_at_the_time_limit(tmp_path, shards):
-    # 1. the plain path: submitit's local executor, one agent, 2 workers
-    config = write_config(tmp_path, shards, "local")
-    out = submit(config, "--cluster", "local", "--wait", "--timeout-min", "5", env=cli_env())
+def test_local_cluster_trains_and_requeues_at_the_time_limit(tmp_path, shards_small):
+    # 1. the plain path: submitit's local executor, one agent, 2 workers (batch 4: 8 steps/epoch,
+    #    so that the epoch-end checkpoint is a small part of an epoch's time)
+    config = write_config(tmp_path, shards_small, "local")
+    small = ("--set", "train.batch_size=4")
+    out = submit(config, *small, "--cluster", "local", "--wait", "--timeout-min", "5",
+                 env=cli_env())
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     run = tmp_path / "runs" / "local"
     assert "local: final metrics (requeues 0, restarts 0)" in out.stdout
     assert [r["epoch"] for r in records(run)] == [1, 2]
     job = json.loads((run / "job.json").read_text())
     assert job["cluster"] == "local" and Path(job["stdout"]).is_file()
-    # 2. a 1-minute limit with the signal 45 s before it: USR2 15 s after each start, so give it
-    #    about 30 s of training (measured above) to be sure the first attempt is cut short
+    # 2. a 1-minute limit with the signal 35 s before it: the local executor sends USR2 to the
+    #    agent only, 25 s after each start, and checkpoint() must pass it on to the workers.
+    #    Training takes at least 28 s (measured above), so the first attempt is cut short.
     seconds = sum(r["time_s"] for r in records(run)) / 2
-    epochs = min(max(math.ceil(30 / seconds), 4), 300)
-    out = submit(config, "--cluster", "local", "--set", "name=local-timeout",
+    epochs = min(max(math.ceil(28 / seconds), 3), 300)
+    out = submit(config, *small, "--cluster", "local", "--set", "name=local-timeout",
                  "--set", f"train.epochs={epochs}", "--set", "launch.time_min=1",
-                 "--set", "launch.signal_delay_s=45", "--wait", "--timeout-min", "8",
+                 "--set", "launch.signal_delay_s=35", "--wait", "--timeout-min", "10",
                  env=cli_env(), timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     run = tmp_path / "runs" / "local-timeout"
@@ -108,5 +109,6 @@ def test_local_cluster_trains_and_requeues_at_the_time_limit(tmp_path, shards):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["resumes"] >= 1 and len(summary["attempts"]) == summary["resumes"] + 1
     log = Path(json.loads((run / "job.json").read_text())["stdout"]).read_text()
-    assert log.count("checkpoint: 2 worker(s) signalled with SIGUSR2; all exited") == summary["resumes"]
+    saves = log.count("checkpoint: 2 worker(s) signalled with SIGUSR2; all exited")
+    assert saves == summary["resumes"]
     assert not (run / "preempted.json").exists()

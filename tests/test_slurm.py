@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slurm_cluster import LocalSlurm, build_shards, slurm_unavailable, submit, write_config
+from slurm_cluster import (REPO, LocalSlurm, slurm_unavailable, submit, submit_argv,
+                           write_config)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -38,15 +39,11 @@ def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("slurm")
 
 
-@pytest.fixture(scope="module")
-def shards(work) -> Path:
-    return build_shards(work)
-
 
 @pytest.fixture(scope="module")
-def baseline(slurm, work, shards):
+def baseline(slurm, work, shards_small):
     """A 2-worker, 3-epoch run through submitit on Slurm, left for the other tests to compare with."""
-    config = write_config(work, shards, "base")
+    config = write_config(work, shards_small, "base")
     out = submit(config, "--set", "train.epochs=3", "--wait", "--timeout-min", "8",
                  env=slurm.client_env())
     return out, work / "runs" / "base"
@@ -103,8 +100,8 @@ def test_two_worker_training_completes(slurm, baseline):
     assert Path(config["data"]["shards"]).is_absolute()
 
 
-def test_two_nodes_form_one_process_group(slurm, work, shards, baseline):
-    config = write_config(work, shards, "twonodes")
+def test_two_nodes_form_one_process_group(slurm, work, shards_small, baseline):
+    config = write_config(work, shards_small, "twonodes")
     out = submit(config, "--set", "train.epochs=3", "--set", "launch.nodes=2",
                  "--set", "launch.workers_per_node=1", "--set", "launch.cpus_per_task=1",
                  "--wait", "--timeout-min", "8", env=slurm.client_env())
@@ -121,12 +118,12 @@ def test_two_nodes_form_one_process_group(slurm, work, shards, baseline):
     assert_same_training(run, baseline[1])
 
 
-def test_time_limit_requeues_and_finishes(slurm, work, shards, baseline):
+def test_time_limit_requeues_and_finishes(slurm, work, shards_small, baseline):
     # Enough epochs for about a minute of training on this machine (measured by the baseline):
     # more than the first attempt gets, since Slurm signals a 1-minute job 20-50 s after it starts.
     seconds = sum(r["time_s"] for r in records(baseline[1])) / 3
     epochs = min(max(math.ceil(60 / seconds), 4), 300)
-    config = write_config(work, shards, "requeue")
+    config = write_config(work, shards_small, "requeue")
     out = submit(config, "--set", f"train.epochs={epochs}", "--set", "launch.time_min=1",
                  "--set", "launch.signal_delay_s=10", "--set", "launch.max_requeues=8",
                  "--wait", "--timeout-min", "12", env=slurm.client_env(), timeout=900)
@@ -143,13 +140,13 @@ def test_time_limit_requeues_and_finishes(slurm, work, shards, baseline):
     assert not (run / "preempted.json").exists()
 
 
-def test_killed_worker_is_restarted_and_resumes(slurm, work, shards, baseline):
-    config = write_config(work, shards, "killed")
+def test_killed_worker_is_restarted_and_resumes(slurm, work, shards_small, baseline):
+    config = write_config(work, shards_small, "killed")
     run = work / "runs" / "killed"
     proc = subprocess.Popen(
-        [*submit_cmd(config), "--set", "train.epochs=3", "--set", "launch.max_restarts=1",
-         "--wait", "--timeout-min", "8"], env=slurm.client_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parent.parent)
+        submit_argv(config, "--set", "train.epochs=3", "--set", "launch.max_restarts=1",
+                    "--wait", "--timeout-min", "8"),
+        env=slurm.client_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     try:
         victim = wait_for_worker(run, rank=1, deadline_s=300)
         os.kill(victim, signal.SIGKILL)                      # mid-training, after epoch 1's checkpoint
@@ -164,10 +161,6 @@ def test_killed_worker_is_restarted_and_resumes(slurm, work, shards, baseline):
     restarted = [a for a in s["attempts"] if a["torchelastic_restart_count"] == 1]
     assert restarted and restarted[0]["resumed"] and restarted[0]["epoch"] >= 2
     assert_same_training(run, baseline[1])
-
-
-def submit_cmd(config: Path) -> list[str]:
-    return [sys.executable, "-m", "fer_dist", "submit", "--config", str(config)]
 
 
 def wait_for_worker(run: Path, rank: int, deadline_s: float) -> int:
@@ -197,8 +190,8 @@ def find_worker(run_id: str, rank: int) -> int | None:
     return None
 
 
-def test_job_array_runs_every_entry(slurm, work, shards):
-    config = write_config(work, shards, "arr")
+def test_job_array_runs_every_entry(slurm, work, shards_small):
+    config = write_config(work, shards_small, "arr")
     grid = work / "grid.yaml"
     grid.write_text("grid:\n  train.seed: [0, 1]\n")
     out = submit(config, "--grid", str(grid), "--set", "train.epochs=1",
@@ -222,9 +215,12 @@ def test_job_array_runs_every_entry(slurm, work, shards):
     (("data.shards=/no/such/shards",), None, "data.shards = '/no/such/shards' has no manifest.json"),
     (("launch.nodes=3",), None, "launch.nodes = 3, but the default partition has only 2 node(s)"),
     (("launch.gpus=1",), None, "unknown config key launch.gpus"),
+    (("launch.sbatch_extra={nodelist: nosuchnode}",), None,
+     "sbatch refused the job: sbatch: error: Batch job submission failed: Invalid node name"),
 ])
-def test_bad_input_is_refused_before_submitting(slurm, work, shards, sets, path, message):
-    config = write_config(work, shards, "bad")
+def test_bad_input_is_refused_before_submitting(slurm, work, shards_small, sets, path,
+                                                  message):
+    config = write_config(work, shards_small, "bad")
     env = slurm.client_env()
     if path == "empty":                                      # no Slurm tools on PATH
         empty = work / "empty-bin"
@@ -240,16 +236,18 @@ def test_bad_input_is_refused_before_submitting(slurm, work, shards, sets, path,
     assert not (work / "runs" / "bad").exists()
 
 
-def test_plain_sbatch_script_trains_on_two_nodes(slurm, work, shards):
-    config = write_config(work, shards, "sbatch")
+def test_plain_sbatch_script_trains_on_two_nodes(slurm, work, shards_small):
+    config = write_config(work, shards_small, "sbatch")
     run = work / "runs" / "sbatch"
-    script = Path(__file__).resolve().parent.parent / "slurm" / "train.sbatch"
+    script = REPO / "slurm" / "train.sbatch"
     env = slurm.client_env(FER_DIST_PYTHON=sys.executable)
-    out = subprocess.run(["sbatch", "--parsable", "--wait", "--nodes=2", "--cpus-per-task=1",
+    out = subprocess.run(["sbatch", "--parsable", "--nodes=2", "--cpus-per-task=1",
                           f"--output={work}/sbatch-%j.out", str(script), str(config), str(run),
                           "--set", "launch.workers_per_node=1"],
-                         env=env, capture_output=True, text=True, timeout=600)
+                         env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    log = Path(f"{work}/sbatch-{out.stdout.strip()}.out").read_text()
+    jid = out.stdout.strip()
+    assert slurm.wait_job(jid, timeout=600) == "COMPLETED"
+    log = Path(f"{work}/sbatch-{jid}.out").read_text()
     assert "agent: node 1/2" in log and "agent: node 2/2" in log
     assert summary(run)["world_size"] == 2 and [r["epoch"] for r in records(run)] == [1, 2]

@@ -1,4 +1,4 @@
-"""`fer-dist submit` (a run or a grid, to Slurm or this machine) and `fer-dist agent` (sbatch's node task).
+"""`fer-dist submit` (a run or a grid, to Slurm or here) and `fer-dist agent` (sbatch's node task).
 
 Everything a user can get wrong is checked before the first file is written or job submitted:
 the config (load_config), the grid file, the cluster's tools and partition size, the run
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +20,14 @@ from fer_dist.errors import UserError
 from fer_dist.launch import elastic, follow
 from fer_dist.launch.grid import format_value, load_grid, run_names
 from fer_dist.launch.slurm import (TrainingJob, check_cluster, job_record, make_executor,
-                                   preempt_signal, run_state)
+                                   preempt_signal, run_state, submit_jobs)
 from fer_dist.train.logbook import atomic_write_text
 
 EPILOG = """\
 examples:
   fer-dist submit --config configs/demo.yaml --set launch.workers_per_node=2 --wait
   fer-dist submit --config configs/demo.yaml --cluster local --wait
-  fer-dist submit --config configs/demo.yaml --grid configs/grid.yaml --wait
+  fer-dist submit --config configs/demo.yaml --grid grid.yaml --wait   (format: slurm/README.md)
 
 Resources come from the config's launch: section (nodes, workers_per_node, gpus_per_node, time_min,
 partition, ...). Resubmitting a run whose directory holds checkpoints/last.pt resumes it.
@@ -57,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Inside an srun task: start this node's training workers with a "
                                    "c10d rendezvous on the job's first node.")
     a.add_argument("--config", required=True, help="YAML config file")
-    a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable); passed on to the workers")
     a.add_argument("--out", help="run directory (default: <out_dir>/<name> from the config)")
     a.set_defaults(func=agent_command)
 
@@ -75,18 +77,20 @@ def submit_command(args: argparse.Namespace) -> int:
     runs = plan_runs(args.config, args.overrides, args.grid)
     launch = runs[0].cfg.launch
     check_cluster(launch, args.cluster)
+    created = [run.run_dir for run in runs if not run.run_dir.exists()]
     for run in runs:
         run.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.run_dir / "config.yaml", run.config_text)
-    folder = Path(runs[0].cfg.out_dir) / "jobs"
-    executor = make_executor(launch, args.cluster, folder)
-    jobs_to_run = [TrainingJob(str(r.run_dir), r.cfg.launch, preempt_signal(r.cfg)) for r in runs]
-    if len(jobs_to_run) == 1:
-        jobs = [executor.submit(jobs_to_run[0])]
-    else:
-        with executor.batch():
-            jobs = [executor.submit(job) for job in jobs_to_run]
-    followed = [follow.Followed(r.cfg.name, r.run_dir, job, args.cluster) for r, job in zip(runs, jobs)]
+    executor = make_executor(launch, args.cluster, Path(runs[0].cfg.out_dir) / "jobs")
+    try:
+        jobs = submit_jobs(executor, [TrainingJob(str(r.run_dir), r.cfg.launch, preempt_signal(r.cfg))
+                                      for r in runs])
+    except UserError:
+        for run_dir in created:               # nothing left behind for a job that never was
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    followed = [follow.Followed(r.cfg.name, r.run_dir, job, args.cluster)
+                for r, job in zip(runs, jobs)]
     announce(followed, runs, launch, args.cluster)
     if args.cluster == "debug":                  # the debug executor runs the job right here
         for f in followed:

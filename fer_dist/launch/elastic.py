@@ -78,7 +78,7 @@ def train_args(config: Path, run_dir: Path, overrides: list[str] = ()) -> list[s
 
 
 def run_agent(place: NodePlace, launch: LaunchConfig, worker_args: list[str], log_dir: Path) -> None:
-    """Run this node's elastic agent until its workers finish (ChildFailedError once restarts run out)."""
+    """Run this node's elastic agent until its workers end (ChildFailedError once restarts run out)."""
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.launcher.api import LaunchConfig as AgentConfig, elastic_launch
 

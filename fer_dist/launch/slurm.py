@@ -57,7 +57,7 @@ class TrainingJob:
         """Called by submitit on USR2 (first node only): let the workers save, then requeue."""
         # Slurm signals the workers too; the local executor signals only this process.
         pids = elastic.forward_signal(self.preempt_signal) if self.preempt_signal else []
-        saved = elastic.wait_for_workers(timeout_s=max(self.launch.signal_delay_s - 5, 5))
+        saved = elastic.wait_for_workers(timeout_s=max(self.launch.signal_delay_s - 3, 5))
         print(f"checkpoint: {len(pids)} worker(s) signalled with {self.preempt_signal}; "
               f"{'all exited' if saved else 'some still running'}; run state "
               f"{run_state(Path(self.run_dir))}; requeueing", flush=True)
@@ -91,6 +91,20 @@ def make_executor(launch: LaunchConfig, cluster: str, folder: Path) -> submitit.
                              signal_delay_s=launch.signal_delay_s, setup=list(launch.setup))
         return ex
     return submitit.DebugExecutor(folder)
+
+
+def submit_jobs(executor: submitit.Executor, jobs: list[TrainingJob]) -> list[submitit.Job]:
+    """Submit one job, or several as one job array; a refusal by sbatch is a UserError."""
+    try:
+        if len(jobs) == 1:
+            return [executor.submit(jobs[0])]
+        with executor.batch():
+            submitted = [executor.submit(job) for job in jobs]
+        return submitted
+    except submitit.core.utils.FailedJobError as err:
+        message = " ".join(str(err).split()) or "no message"
+        raise UserError(f"sbatch refused the job: {message} (check the launch: section: partition, "
+                        "account, qos, constraint, sbatch_extra)") from None
 
 
 # ----------------------------------------------------------------------------- before submitting
