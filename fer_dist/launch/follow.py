@@ -2,7 +2,7 @@
 
 The state comes from squeue (it needs no accounting database, unlike submitit's own watcher, which
 asks sacct), so a job cancelled or killed from outside is seen as such; the rank-0 lines come from
-tailing the first node's log; the end is summary.json, shown as a table.
+tailing the nodes' logs; the end is summary.json, shown as a table.
 """
 from __future__ import annotations
 
@@ -43,16 +43,16 @@ class LogTail:
         return [line.rstrip("\r") for line in lines if line.strip()]
 
 
+SUBMITIT_INFO = re.compile(r"^submitit (INFO|DEBUG) ")
+BOX_DRAWING = re.compile("[\u2500-\u257f]")
+
+
 def is_progress_line(line: str) -> bool:
     """A line worth showing while following: not submitit's chatter, not the trainer's final
     table (the follower prints its own from summary.json)."""
     if SUBMITIT_INFO.match(line) or BOX_DRAWING.search(line):
         return False
     return not line.strip().endswith("final metrics")
-
-
-SUBMITIT_INFO = re.compile(r"^submitit (INFO|DEBUG) ")
-BOX_DRAWING = re.compile("[\u2500-\u257f]")
 
 
 @dataclass

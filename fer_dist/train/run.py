@@ -29,14 +29,16 @@ from fer_dist.train.records import epoch_record, run_summary, split_metrics
 
 def run_training(cfg: Config, run_dir: Path) -> str:
     """Train (or resume) the run in run_dir; returns "done" or "preempted"."""
+    # First of all: a preemption signal during the (slow) setup must not kill the worker.
+    flag = PreemptionFlag(cfg.train.preempt_signals).install()
     env = dist.setup(cfg.train)
     try:
-        return _run(cfg, Path(run_dir), env)
+        return _run(cfg, Path(run_dir), env, flag)
     finally:
         dist.teardown(env)
 
 
-def _run(cfg: Config, run_dir: Path, env: dist.DistEnv) -> str:
+def _run(cfg: Config, run_dir: Path, env: dist.DistEnv, flag: PreemptionFlag) -> str:
     wall0 = time.time()
     torch.manual_seed(cfg.train.seed)
     torch.set_num_threads(cfg.train.threads or max(1, (os.cpu_count() or 1) // env.world_size))
@@ -51,7 +53,6 @@ def _run(cfg: Config, run_dir: Path, env: dist.DistEnv) -> str:
                       source.micro_batches() // cfg.train.accum_steps
                       + bool(source.micro_batches() % cfg.train.accum_steps))
     progress = resume(t, run_dir, log)
-    flag = PreemptionFlag(cfg.train.preempt_signals).install()
     ckpt = checkpoint.checkpoint_dir(run_dir)
     save_last = lambda p: env.is_main and checkpoint.save(ckpt / "last.pt", t.net, t.optimizer, p, t.scaler)
     log.info(f"{cfg.name}: {env.world_size} rank(s) on {env.device}, {manifest['modality']} data, "
