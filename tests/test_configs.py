@@ -149,9 +149,10 @@ def test_large_batch_configs_change_only_the_optimizer(shards_small: Path) -> No
 def test_demo_config_loads(shards_small: Path) -> None:
     """The demo's config (its shards are built by `make demo`, so they are pointed elsewhere here)."""
     cfg = load_config(CONFIGS / "demo.yaml", [f"data.shards={shards_small}"])
-    assert cfg.name == "demo" and cfg.model.weights == "none" and cfg.data.image_size == 48
+    # CPU-sized (32-64 px, a few epochs, no download) and on the design card's optimizer
+    assert cfg.name == "demo" and cfg.model.weights == "none" and 32 <= cfg.data.image_size <= 64
     assert (cfg.optim.name, cfg.optim.lars, cfg.optim.scale_lr) == ("sgd", True, "linear")
-    assert (cfg.train.epochs, cfg.train.batch_size) == (8, 32)
+    assert cfg.train.epochs <= 20 and cfg.train.batch_size == 32
 
 
 def test_paper_grid_is_the_seven_paper_configs(shards_small: Path) -> None:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from fer_dist import CLASSES
 from fer_dist.cli import main
-from fer_dist.data.atomic import atomic_folder
+from fer_dist.atomic import atomic_folder
 from fer_dist.data.shards import BuildOptions, build_shards, read_manifest, split_shard_paths
 from fer_dist.errors import UserError
 

@@ -23,7 +23,7 @@ import webdataset as wds
 from fer_dist import CLASSES, __version__
 from fer_dist.console import progress
 from fer_dist.data import splits
-from fer_dist.data.atomic import atomic_folder, check_target
+from fer_dist.atomic import atomic_folder, check_target
 from fer_dist.data.images import Prepared, prepare
 from fer_dist.data.tree import ImageFile, compile_group_regex, listing, pair_by_stem, read_tree, subject_of
 from fer_dist.errors import UserError

@@ -16,7 +16,7 @@ from PIL import Image
 
 from fer_dist import CLASSES
 from fer_dist.console import progress
-from fer_dist.data.atomic import atomic_folder
+from fer_dist.atomic import atomic_folder
 from fer_dist.errors import UserError
 
 MODALITY_FOLDERS = ("Visible", "Infrared")

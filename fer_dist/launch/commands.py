@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fer_dist.config import Config, LaunchConfig, dump_yaml, load_config
+from fer_dist import atomic
 from fer_dist.console import console
 from fer_dist.errors import UserError
 from fer_dist.launch import elastic, follow
 from fer_dist.launch.grid import format_value, load_grid, run_names
 from fer_dist.launch.slurm import (TrainingJob, check_cluster, job_record, make_executor,
                                    preempt_signal, run_state, submit_jobs)
-from fer_dist.train.logbook import atomic_write_text
 
 EPILOG = """\
 examples:
@@ -80,7 +80,7 @@ def submit_command(args: argparse.Namespace) -> int:
     created = [run.run_dir for run in runs if not run.run_dir.exists()]
     for run in runs:
         run.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.run_dir / "config.yaml", run.config_text)
+        atomic.write_text(run.run_dir / "config.yaml", run.config_text)
     executor = make_executor(launch, args.cluster, Path(runs[0].cfg.out_dir) / "jobs")
     try:
         jobs = submit_jobs(executor, [TrainingJob(str(r.run_dir), r.cfg.launch, preempt_signal(r.cfg))
@@ -151,7 +151,7 @@ def announce(followed: list[follow.Followed], runs: list[PlannedRun], launch: La
     shape = f"{launch.nodes} node(s) x {elastic.workers_per_node(launch)} worker(s)"
     for f, run in zip(followed, runs):
         record = job_record(f.job, cluster, f.run_dir)
-        atomic_write_text(f.run_dir / "job.json", json.dumps(record, indent=2) + "\n")
+        atomic.write_text(f.run_dir / "job.json", json.dumps(record, indent=2) + "\n")
         verb = "resubmitted (resumes from checkpoints/last.pt)" if run.resume else "submitted"
         console.print(f"{verb} job {f.job.job_id} on {cluster}, {shape}: {f.name}", soft_wrap=True)
         console.print(f"  run directory: {f.run_dir}", soft_wrap=True)

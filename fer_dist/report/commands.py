@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fer_dist import atomic
 from fer_dist.console import console
 from fer_dist.errors import UserError
 from fer_dist.report import figures, render, tables
@@ -68,13 +69,13 @@ def build_report(runs: list[Run], out: Path, fmt: str = "all") -> list[Path]:
                                      tables.aggregate([reports[i].numbers for i in g.members]))
                   for g in tables.fold_groups(runs, keys)]
         console.print(render.rich_table(reports, groups))
-        written.append(render.write_atomic(
+        written.append(atomic.write_text(
             out / "report.json", render.json_text(render.to_json(reports, groups, out))))
         if "md" in FORMATS[fmt]:
-            written.append(render.write_atomic(out / "report.md",
+            written.append(atomic.write_text(out / "report.md",
                                                render.to_markdown(reports, groups, out)))
         if "html" in FORMATS[fmt]:
-            written.append(render.write_atomic(out / "report.html", render.to_html(reports, groups)))
+            written.append(atomic.write_text(out / "report.html", render.to_html(reports, groups)))
     except OSError as err:
         raise UserError(f"cannot write the report into {out}: {err.strerror or err}; "
                         "choose a writable folder with --out") from None

@@ -229,19 +229,6 @@ img {{ max-width: 100%; display: block; margin: 1em 0; }}
 """
 
 
-def write_atomic(path: Path, text: str) -> Path:
-    """Write text to a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def json_text(data: dict) -> str:
     """JSON with NaN/Infinity refused (they are not JSON); tables only emit finite numbers."""
     return json.dumps(data, indent=2, allow_nan=False) + "\n"

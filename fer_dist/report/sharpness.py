@@ -29,7 +29,7 @@ from fer_dist.data.augment import BatchAugment
 from fer_dist.data.loader import load_split
 from fer_dist.data.shards import read_manifest
 from fer_dist.errors import UserError
-from fer_dist.report.render import write_atomic
+from fer_dist import atomic
 from fer_dist.train import checkpoint
 from fer_dist.train.model import build_model
 
@@ -175,4 +175,4 @@ def _store(path: Path, result: dict[str, Any]) -> None:
         if not isinstance(summary, dict):
             raise UserError(f"{path} must hold a JSON object; fix or remove it, then rerun")
     summary["sharpness"] = result
-    write_atomic(path, json.dumps(summary, indent=2) + "\n")
+    atomic.write_text(path, json.dumps(summary, indent=2) + "\n")

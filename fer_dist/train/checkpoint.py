@@ -5,14 +5,13 @@ A checkpoint holds only tensors, numbers, strings, lists and dicts, so it loads 
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from fer_dist import atomic
 from fer_dist.errors import UserError
 
 
@@ -34,32 +33,17 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return run_dir / "checkpoints"
 
 
-def atomic_torch_save(obj: dict, path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, progress: Progress,
          scaler: torch.amp.GradScaler | None) -> None:
     """Rank 0 only: model (unwrapped), optimizer (LARS included), progress and RNG state."""
-    atomic_torch_save({
+    atomic.write_file(path, lambda fh: torch.save({
         "format_version": 1,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "progress": asdict(progress),
         "rng_cpu": torch.get_rng_state(),
-    }, path)
+    }, fh), mode="wb")
 
 
 def load(path: Path) -> dict:

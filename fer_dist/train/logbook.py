@@ -7,8 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -17,23 +15,12 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 import torch
 from rich.table import Table
 
+from fer_dist import atomic
 from fer_dist.console import console, is_interactive
 
 CURVE_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_precision_macro",
                  "val_recall_macro", "val_f1_macro", "val_precision_weighted", "val_recall_weighted",
                  "val_f1_weighted", "images_per_s", "time_s")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so readers never see a half-written file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Logbook:
@@ -49,7 +36,7 @@ class Logbook:
     # ------------------------------------------------------------------ records
     def write_text(self, name: str, text: str) -> None:
         if self.is_main:
-            atomic_write_text(self.run_dir / name, text)
+            atomic.write_text(self.run_dir / name, text)
 
     def write_json(self, name: str, obj: dict) -> None:
         self.write_text(name, json.dumps(obj, indent=2) + "\n")

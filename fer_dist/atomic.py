@@ -1,4 +1,7 @@
-"""Build an output folder beside its target and rename it into place, so failures leave nothing behind."""
+"""Atomic outputs: write beside the target, then rename into place, so a failure leaves nothing half-written.
+
+Files (text, or whatever a writer callback streams) and whole folders (shard sets, synthetic trees).
+"""
 from __future__ import annotations
 
 import os
@@ -67,3 +70,25 @@ def atomic_folder(target: Path, overwrite: bool, ours: Callable[[Path], bool],
             if parent.is_dir() and not any(parent.iterdir()):
                 parent.rmdir()
         raise
+
+
+def write_file(path: Path, write: Callable[[object], None], mode: str = "w") -> Path:
+    """Call `write(fh)` on a temporary file beside `path`, fsync it, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Atomically replace `path` with `text` (UTF-8)."""
+    return write_file(path, lambda fh: fh.write(text), mode="w")
