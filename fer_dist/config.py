@@ -202,6 +202,8 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value, source, key)
     if origin is Literal:
+        if isinstance(value, bool) and "on" in args:
+            value = "on" if value else "off"     # YAML 1.1 reads a bare on/off as a boolean
         if value not in args:
             raise UserError(f"{source}: {key} = {value!r} is not allowed; choose one of "
                             + ", ".join(map(str, args)))
