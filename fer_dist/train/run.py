@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fer_dist.config import Config, dump_yaml
 from fer_dist.data.augment import BatchAugment
-from fer_dist.data.loader import EvalSet, train_source
+from fer_dist.data.loader import EvalSet, MemoryTrain, StreamTrain, train_source
 from fer_dist.data.shards import read_manifest
 from fer_dist.launch.signals import PreemptionFlag
 from fer_dist.optim.lars import build_optimizer
@@ -40,48 +40,76 @@ def run_training(cfg: Config, run_dir: Path) -> str:
 
 def _run(cfg: Config, run_dir: Path, env: dist.DistEnv, flag: PreemptionFlag) -> str:
     wall0 = time.time()
-    torch.manual_seed(cfg.train.seed)
-    torch.set_num_threads(cfg.train.threads or max(1, (os.cpu_count() or 1) // env.world_size))
-    manifest = read_manifest(cfg.data.shards)
-    classes = manifest["classes"]
     log = Logbook(run_dir, env.is_main, env.world_size)
     log.write_text("config.yaml", dump_yaml(cfg))
-    source = train_source(cfg, manifest, env.rank, env.world_size)
-    memory = hasattr(source, "split")
-    evals = {s: EvalSet(cfg, manifest, s, env.rank, env.world_size, memory) for s in ("val", "test")}
-    t = build_trainer(cfg, env, len(classes), manifest["modality"] == "fusion",
-                      source.micro_batches() // cfg.train.accum_steps
-                      + bool(source.micro_batches() % cfg.train.accum_steps))
+    manifest, source, evals, t = prepare(cfg, env)
     progress = resume(t, run_dir, log)
-    ckpt = checkpoint.checkpoint_dir(run_dir)
-    save_last = lambda p: env.is_main and checkpoint.save(ckpt / "last.pt", t.net, t.optimizer, p, t.scaler)
+    save = Saver(run_dir, t)
     log.info(f"{cfg.name}: {env.world_size} rank(s) on {env.device}, {manifest['modality']} data, "
              f"{source.images_per_epoch()} train images/epoch, global batch "
              f"{cfg.train.batch_size * env.world_size * cfg.train.accum_steps}, "
              f"starting at epoch {progress.epoch} step {progress.step}")
     while progress.epoch <= cfg.train.epochs:
         log.start_epoch(progress.epoch, cfg.train.epochs, source.micro_batches(), progress.micro)
-        if train_one_epoch(t, source, progress, flag, save_last, log.step):
+        if train_one_epoch(t, source, progress, flag, save.last, log.step):
             log.write_json("preempted.json", {"epoch": progress.epoch, "step": progress.step,
                                               "signal": flag.received, "time": time.time()})
             log.info(f"preempted ({flag.received}): checkpoint saved at epoch {progress.epoch} "
                      f"step {progress.step}; the next start resumes from it")
             dist.barrier(env)
             return "preempted"
-        confusion, val_loss = evaluate(t, evals["val"], len(classes))
-        record = epoch_record(progress, confusion, val_loss, classes)
-        log.end_epoch(record, cfg.train.epochs)
-        log.append_epoch(record)
-        improved = record["val_acc"] > progress.best_val_acc
-        if improved:
-            progress.best_val_acc, progress.best_epoch = record["val_acc"], progress.epoch
-        progress.epoch, progress.micro, progress.epoch_sums = progress.epoch + 1, 0, [0.0] * 4
-        save_last(progress)
-        if improved and cfg.checkpoint.keep_best and env.is_main:
-            checkpoint.save(ckpt / "best.pt", t.net, t.optimizer, progress, t.scaler)
-        dist.barrier(env)
-    finish(t, run_dir, log, evals, classes, progress, manifest, wall0)
+        close_epoch(t, evals["val"], manifest["classes"], progress, log, save)
+    finish(t, run_dir, log, evals, progress, manifest, wall0)
     return "done"
+
+
+def prepare(cfg: Config, env: dist.DistEnv) -> tuple[dict, MemoryTrain | StreamTrain, dict, Trainer]:
+    """The manifest, this rank's training source and evaluation shares, and the Trainer."""
+    torch.manual_seed(cfg.train.seed)
+    torch.set_num_threads(cfg.train.threads or max(1, (os.cpu_count() or 1) // env.world_size))
+    manifest = read_manifest(cfg.data.shards)
+    source = train_source(cfg, manifest, env.rank, env.world_size)
+    memory = isinstance(source, MemoryTrain)
+    evals = {s: EvalSet(cfg, manifest, s, env.rank, env.world_size, memory) for s in ("val", "test")}
+    steps_per_epoch = -(-source.micro_batches() // cfg.train.accum_steps)
+    t = build_trainer(cfg, env, len(manifest["classes"]), manifest["modality"] == "fusion",
+                      steps_per_epoch)
+    return manifest, source, evals, t
+
+
+class Saver:
+    """Rank 0 writes checkpoints/last.pt and best.pt; on other ranks saving is a no-op."""
+
+    def __init__(self, run_dir: Path, t: Trainer):
+        self.folder, self.t = checkpoint.checkpoint_dir(run_dir), t
+
+    def last(self, progress: Progress) -> None:
+        self._save("last.pt", progress)
+
+    def best(self, progress: Progress) -> None:
+        if self.t.cfg.checkpoint.keep_best:
+            self._save("best.pt", progress)
+
+    def _save(self, name: str, progress: Progress) -> None:
+        if self.t.env.is_main:
+            checkpoint.save(self.folder / name, self.t.net, self.t.optimizer, progress, self.t.scaler)
+
+
+def close_epoch(t: Trainer, val: EvalSet, classes: list[str], progress: Progress, log: Logbook,
+                save: Saver) -> None:
+    """Evaluate, record the epoch, move progress to the next epoch, checkpoint (best too)."""
+    confusion, val_loss = evaluate(t, val, len(classes))
+    record = epoch_record(progress, confusion, val_loss, classes)
+    log.end_epoch(record, t.cfg.train.epochs)
+    log.append_epoch(record)
+    improved = record["val_acc"] > progress.best_val_acc
+    if improved:
+        progress.best_val_acc, progress.best_epoch = record["val_acc"], progress.epoch
+    progress.epoch, progress.micro, progress.epoch_sums = progress.epoch + 1, 0, [0.0] * 4
+    save.last(progress)
+    if improved:
+        save.best(progress)
+    dist.barrier(t.env)    # best.pt is complete before any rank might read it
 
 
 def build_trainer(cfg: Config, env: dist.DistEnv, num_classes: int, fusion: bool,
@@ -120,10 +148,10 @@ def resume(t: Trainer, run_dir: Path, log: Logbook) -> Progress:
     return progress
 
 
-def finish(t: Trainer, run_dir: Path, log: Logbook, evals: dict, classes: list[str],
-           progress: Progress, manifest: dict, wall0: float) -> None:
+def finish(t: Trainer, run_dir: Path, log: Logbook, evals: dict, progress: Progress,
+           manifest: dict, wall0: float) -> None:
     """Test metrics of the last and the best-validation weights, then summary.json and a table."""
-    test = {}
+    classes, test = manifest["classes"], {}
     if evals["test"].count:
         test["last"] = split_metrics(*evaluate(t, evals["test"], len(classes)), classes)
         best = checkpoint.checkpoint_dir(run_dir) / "best.pt"
