@@ -52,24 +52,36 @@ def _shrink(image: Image.Image, fmt: str, short_side: int) -> bytes:
     return out.getvalue()
 
 
+def _tail(path: Path, n: int = 1024) -> bytes:
+    """The last `n` bytes of a file (where JPEG and PNG keep their end markers)."""
+    with open(path, "rb") as fh:
+        fh.seek(0, io.SEEK_END)
+        fh.seek(max(0, fh.tell() - n))
+        return fh.read()
+
+
 def prepare(path: str | Path, resize: int | None = None) -> Prepared:
-    """Check one image file and, if it is larger than `resize` px (shorter side), shrink it."""
+    """Check one image file and, if it is larger than `resize` px (shorter side), shrink it.
+
+    A pass-through check reads only the header (PIL opens lazily) and the tail: the build then
+    reads each file once, when it copies the bytes into the shard, as tar would.
+    """
+    path = Path(path)
     try:
-        data = Path(path).read_bytes()
-        image = Image.open(io.BytesIO(data))
-        fmt = image.format or ""
-        if fmt not in FORMAT_FIELDS:
-            return Prepared(error=f"not a JPEG, PNG or BMP image (PIL reads it as {fmt or 'unknown'})")
-        reason = _truncation(data, fmt)
-        if reason:
-            return Prepared(error=reason)
-        if fmt == "BMP" or (resize and min(image.size) > resize):
-            image.load()     # BMP has no end marker; decoding it is as cheap as checking
-        if resize and min(image.size) > resize:
-            small = _shrink(image, fmt, resize)
-            return Prepared(FORMAT_FIELDS[fmt] if fmt == "JPEG" else "png",
-                            Image.open(io.BytesIO(small)).size, small)
-        return Prepared(FORMAT_FIELDS[fmt], image.size)
+        with Image.open(path) as image:
+            fmt = image.format or ""
+            if fmt not in FORMAT_FIELDS:
+                return Prepared(error=f"not a JPEG, PNG or BMP image (PIL reads it as {fmt or 'unknown'})")
+            reason = _truncation(_tail(path), fmt)
+            if reason:
+                return Prepared(error=reason)
+            if fmt == "BMP" or (resize and min(image.size) > resize):
+                image.load()     # BMP has no end marker; decoding it is as cheap as checking
+            if resize and min(image.size) > resize:
+                small = _shrink(image, fmt, resize)
+                return Prepared(FORMAT_FIELDS[fmt] if fmt == "JPEG" else "png",
+                                Image.open(io.BytesIO(small)).size, small)
+            return Prepared(FORMAT_FIELDS[fmt], image.size)
     except UnidentifiedImageError:
         return Prepared(error="not a readable image (unknown or damaged header)")
     except Exception as err:   # any decoder failure on user data is a bad image, reported by path
