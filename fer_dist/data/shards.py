@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
-import webdataset as wds
 
 from fer_dist import CLASSES, __version__
 from fer_dist.console import progress
@@ -243,6 +242,7 @@ def shard_counts(n: int, shard_size: int) -> list[int]:
 def write_split(folder: Path, name: str, samples: list[Sample], records: _Records, shard_size: int,
                 bar) -> list[dict]:
     """Write one split as `<name>-000000.tar`...; shard sizes differ by at most one sample."""
+    import webdataset as wds   # it imports torch (seconds): deferred so that the CLI starts fast
     counts = shard_counts(len(samples), shard_size)
     starts = set(np.cumsum(counts[:-1]).tolist())
     written: list[str] = []
