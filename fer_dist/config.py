@@ -5,6 +5,7 @@ Errors name the key (and the closest valid one), the value, and the file.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import types
@@ -132,6 +133,13 @@ class Config:
 
 
 # ----------------------------------------------------------------------------- loading
+
+def add_config_arguments(parser: argparse.ArgumentParser, example: str = "optim.lr=0.05") -> None:
+    """--config FILE and repeatable --set KEY=VALUE, the same for every command that takes a config."""
+    parser.add_argument("--config", required=True, help="YAML config file (see configs/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config key, e.g. --set {example} (repeatable)")
+
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Read YAML (safe_load), apply `key.sub=value` overrides, build and validate a Config."""

@@ -14,7 +14,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from fer_dist.config import Config, LaunchConfig, dump_yaml, load_config
+from fer_dist.config import Config, LaunchConfig, add_config_arguments, dump_yaml, load_config
 from fer_dist import atomic
 from fer_dist.console import console
 from fer_dist.errors import UserError
@@ -40,9 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Submit a training run, or a grid of runs as one job array: "
                                    "one task per node, torchrun workers on each.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="YAML config file (see configs/)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set launch.nodes=2 (repeatable)")
+    add_config_arguments(p, example="launch.nodes=2")
     p.add_argument("--grid", help="grid YAML: one run per entry, submitted as one job array")
     p.add_argument("--cluster", choices=("slurm", "local", "debug"), default="slurm",
                    help="slurm (default), local (submitit's local executor, this machine) or "
@@ -57,9 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("agent", help="run one node's torchrun agent (the task of slurm/train.sbatch)",
                        description="Inside an srun task: start this node's training workers with a "
                                    "c10d rendezvous on the job's first node.")
-    a.add_argument("--config", required=True, help="YAML config file")
-    a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (repeatable); passed on to the workers")
+    add_config_arguments(a)   # the --set overrides are passed on to the workers
     a.add_argument("--out", help="run directory (default: <out_dir>/<name> from the config)")
     a.set_defaults(func=agent_command)
 

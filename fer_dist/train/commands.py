@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fer_dist.config import load_config
+from fer_dist.config import add_config_arguments, load_config
 
 EPILOG = """\
 examples:
@@ -21,9 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train ResNet-18 on webdataset shards; DDP when launched by "
                                    "torchrun (gloo on CPU, nccl on GPU).",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="YAML config file (see configs/)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set optim.lr=0.05 (repeatable)")
+    add_config_arguments(p)
     p.add_argument("--out", help="run directory (default: <out_dir>/<name> from the config)")
     p.set_defaults(func=_train)
 

@@ -106,9 +106,11 @@ def close_epoch(t: Trainer, val: EvalSet, classes: list[str], progress: Progress
     if improved:
         progress.best_val_acc, progress.best_epoch = record["val_acc"], progress.epoch
     progress.epoch, progress.micro, progress.epoch_sums = progress.epoch + 1, 0, [0.0] * 4
-    save.last(progress)
+    # best.pt before last.pt: a crash between the two then replays the epoch, whereas the other
+    # order could resume from a last.pt whose best epoch has no best.pt.
     if improved:
         save.best(progress)
+    save.last(progress)
     dist.barrier(t.env)    # best.pt is complete before any rank might read it
 
 

@@ -89,15 +89,7 @@ RUN="$DIR/run"
 ENV_LINE="export SLURM_CONF=$CONF"
 
 # ------------------------------------------------------------------ processes by pid file
-# alive FILE NAME: FILE names a live (not zombie) process whose command is NAME
-alive() {
-  local pid
-  [ -s "$1" ] || return 1
-  pid="$(tr -dc 0-9 < "$1")"
-  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
-  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
-  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]
-}
+. "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
 # halt FILE NAME: SIGTERM the process of FILE, SIGKILL after 15 s
 halt() {
   local pid

@@ -29,16 +29,7 @@ DIR="$(cd "$DIR" && pwd -P)"
 CONF="$DIR/slurm.conf"
 RUN="$DIR/run"
 
-# pid_of FILE NAME: print the PID in FILE when it is a live (not zombie) process named NAME
-pid_of() {
-  local pid
-  [ -s "$1" ] || return 1
-  pid="$(tr -dc 0-9 < "$1")"
-  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
-  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
-  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] || return 1
-  echo "$pid"
-}
+. "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
 # exited PID: gone, or a zombie waiting to be reaped
 exited() { [ ! -d "/proc/$1" ] || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
 
