@@ -52,40 +52,89 @@ def _shrink(image: Image.Image, fmt: str, short_side: int) -> bytes:
     return out.getvalue()
 
 
-def _tail(path: Path, n: int = 1024) -> bytes:
-    """The last `n` bytes of a file (where JPEG and PNG keep their end markers)."""
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(fh) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's start-of-frame marker, hopping from segment to segment."""
+    fh.seek(2)
+    while True:
+        head = fh.read(4)
+        if len(head) < 4 or head[0] != 0xFF:
+            return None
+        marker, length = head[1], int.from_bytes(head[2:4], "big")
+        if marker in _JPEG_SOF:
+            frame = fh.read(5)
+            return (int.from_bytes(frame[3:5], "big"), int.from_bytes(frame[1:3], "big")) \
+                if len(frame) == 5 else None
+        if length < 2:
+            return None
+        fh.seek(length - 2, io.SEEK_CUR)
+
+
+def _header_and_tail(path: Path) -> tuple[str, tuple[int, int], bytes] | None:
+    """Format, size and last 1 KiB of a well-formed JPEG or PNG, read without PIL; None otherwise.
+
+    PIL's generic open costs more than tar's whole per-file work; this reads a few hundred bytes.
+    Anything it does not recognise (BMP, odd or damaged headers) goes through PIL instead.
+    """
     with open(path, "rb") as fh:
-        fh.seek(0, io.SEEK_END)
-        fh.seek(max(0, fh.tell() - n))
-        return fh.read()
+        start = fh.read(24)
+        if start[:3] == b"\xff\xd8\xff":
+            fmt, size = "JPEG", _jpeg_size(fh)
+        elif start[:8] == b"\x89PNG\r\n\x1a\n" and start[12:16] == b"IHDR":
+            fmt, size = "PNG", (int.from_bytes(start[16:20], "big"), int.from_bytes(start[20:24], "big"))
+        else:
+            return None
+        if not size or min(size) < 1:
+            return None
+        return fmt, size, _tail(fh)
 
 
 def prepare(path: str | Path, resize: int | None = None) -> Prepared:
     """Check one image file and, if it is larger than `resize` px (shorter side), shrink it.
 
-    A pass-through check reads only the header (PIL opens lazily) and the tail: the build then
-    reads each file once, when it copies the bytes into the shard, as tar would.
+    A pass-through check reads only the header and the tail: the build then reads each file once,
+    when it copies the bytes into the shard, as tar would.
     """
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            fmt = image.format or ""
-            if fmt not in FORMAT_FIELDS:
-                return Prepared(error=f"not a JPEG, PNG or BMP image (PIL reads it as {fmt or 'unknown'})")
-            reason = _truncation(_tail(path), fmt)
-            if reason:
-                return Prepared(error=reason)
-            if fmt == "BMP" or (resize and min(image.size) > resize):
-                image.load()     # BMP has no end marker; decoding it is as cheap as checking
-            if resize and min(image.size) > resize:
-                small = _shrink(image, fmt, resize)
-                return Prepared(FORMAT_FIELDS[fmt] if fmt == "JPEG" else "png",
-                                Image.open(io.BytesIO(small)).size, small)
-            return Prepared(FORMAT_FIELDS[fmt], image.size)
+        quick = None if resize else _header_and_tail(path)
+        if quick:
+            fmt, size, tail = quick
+            reason = _truncation(tail, fmt)
+            return Prepared(error=reason) if reason else Prepared(FORMAT_FIELDS[fmt], size)
+        return _prepare_with_pil(path, resize)
     except UnidentifiedImageError:
         return Prepared(error="not a readable image (unknown or damaged header)")
     except Exception as err:   # any decoder failure on user data is a bad image, reported by path
         return Prepared(error=f"damaged image ({type(err).__name__}: {err})")
+
+
+def _tail(fh, n: int = 1024) -> bytes:
+    """The last `n` bytes of an open file (where JPEG and PNG keep their end markers)."""
+    fh.seek(0, io.SEEK_END)
+    fh.seek(max(0, fh.tell() - n))
+    return fh.read()
+
+
+def _prepare_with_pil(path: Path, resize: int | None) -> Prepared:
+    """The general path: any format PIL knows, BMP decoded, --resize shrinking."""
+    with Image.open(path) as image:
+        fmt = image.format or ""
+        if fmt not in FORMAT_FIELDS:
+            return Prepared(error=f"not a JPEG, PNG or BMP image (PIL reads it as {fmt or 'unknown'})")
+        if fmt == "BMP":
+            image.load()     # BMP has no end marker: decoding it is the check
+        else:
+            with open(path, "rb") as fh:
+                if reason := _truncation(_tail(fh), fmt):
+                    return Prepared(error=reason)
+        if resize and min(image.size) > resize:
+            small = _shrink(image, fmt, resize)
+            return Prepared(FORMAT_FIELDS[fmt] if fmt == "JPEG" else "png",
+                            Image.open(io.BytesIO(small)).size, small)
+        return Prepared(FORMAT_FIELDS[fmt], image.size)
 
 
 def decode_check(data: bytes) -> str | None:
