@@ -21,6 +21,7 @@ import webdataset as wds
 from PIL import Image, UnidentifiedImageError
 
 from fer_dist.config import Config
+from fer_dist.data.shards import split_shard_paths
 from fer_dist.errors import UserError
 
 IMAGE_FIELDS = ("jpg", "png", "bmp")
@@ -58,7 +59,8 @@ def split_count(manifest: dict, parts: list[str]) -> int:
 
 
 def shard_urls(folder: str | Path, manifest: dict, parts: list[str]) -> list[str]:
-    return [str(Path(folder) / s["name"]) for p in parts for s in manifest["splits"][p]["shards"]]
+    """The shard files of several manifest splits, in manifest order."""
+    return [url for part in parts for url in split_shard_paths(folder, manifest, part)]
 
 
 def decode_image(data: bytes, size: int, where: str) -> torch.Tensor:
