@@ -132,10 +132,15 @@ def test_time_limit_requeues_and_finishes(slurm, work, shards_small, baseline):
     assert [r["epoch"] for r in records(run)] == list(range(1, epochs + 1))
     s = summary(run)
     log = (work / "runs" / "jobs" / f"{job_id(run)}_0_log.out").read_text()
+    # A warning that lands while the last epoch finishes still requeues the job once more; that
+    # start finds the run done and trains nothing (no agent), so it is not a requeue of training.
     starts = log.count("Starting with JobEnvironment")
-    assert s["requeues"] >= 1 and s["requeues"] == starts - 1
+    trained = log.count("agent: node 1/1 of job")
+    assert starts - trained in (0, 1)
+    assert s["requeues"] >= 1 and s["requeues"] == trained - 1
     assert s["epochs"] == epochs and s["resumes"] == s["requeues"]
-    assert log.count("checkpoint: 2 worker(s) signalled with SIGUSR2; all exited") == s["requeues"]
+    saves = log.count("checkpoint: 2 worker(s) signalled with SIGUSR2; all exited")
+    assert saves - s["requeues"] in (0, starts - trained)
     assert out.stdout.count("-> RUNNING") >= 2               # --wait saw the job start again
     assert not (run / "preempted.json").exists()
 
